@@ -1,0 +1,51 @@
+# `make demo`: synthetic data → folds → train every fold → submission, on a CPU in minutes.
+# `make test`: the test suite (`make test-fast` skips the slow end-to-end runs).
+# Inside an active virtualenv/conda env that env is used; otherwise a local .venv is created.
+ifneq ($(VIRTUAL_ENV)$(CONDA_PREFIX),)
+PY := python
+STAMP := .installed-env.stamp
+else
+PY := .venv/bin/python
+STAMP := .venv/.installed.stamp
+endif
+export NO_ALBUMENTATIONS_UPDATE := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+DEMO_DATA ?= input/demo
+DEMO_TRAIN ?= 1200
+DEMO_TEST ?= 200
+
+.PHONY: install demo test test-fast lint bench clean-demo
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+ifeq ($(PY),.venv/bin/python)
+	test -x .venv/bin/python || python3 -m venv .venv
+endif
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+demo: install
+	@start=$$(date +%s); set -e; \
+	$(PY) -m lresizervit synth --out $(DEMO_DATA) --train $(DEMO_TRAIN) --test $(DEMO_TEST) --seed 0; \
+	$(PY) -m lresizervit folds configs/demo.yaml --if-missing; \
+	PYTHON=$(PY) bash train_folds.sh configs/demo.yaml; \
+	$(PY) predict.py configs/demo.yaml; \
+	echo "make demo: $$(( $$(date +%s) - start )) s (not counting the install)"
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(PY) -m ruff check .
+
+bench: install
+	$(PY) -m lresizervit bench configs/demo.yaml --images 256 --repeats 3
+
+clean-demo:
+	rm -rf $(DEMO_DATA) folds/demo_folds.csv models/demo submissions/demo.csv

@@ -1,0 +1,5 @@
+import sys
+
+from lresizervit.cli import main
+
+sys.exit(main())

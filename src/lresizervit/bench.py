@@ -1,0 +1,56 @@
+"""`python -m lresizervit bench`: the loader's images/s against a plain decode_jpeg + resize pipeline over
+the same files, measured side by side in one process, median of several passes after a warm-up pass."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+from pathlib import Path
+
+from lresizervit.config import Config
+from lresizervit.data.schema import META_COLUMNS, TARGET, check_images, read_table
+
+
+def bench_loader(cfg: Config, n_images: int = 256, repeats: int = 3) -> dict:
+    import tensorflow as tf
+
+    from lresizervit.data.pipeline import decode_benchmark_dataset, make_dataset, measure_images_per_second
+
+    data_dir = Path(cfg.data.dir)
+    train = read_table(data_dir / "train.csv", "train").iloc[:n_images]
+    paths = check_images(train, data_dir / "train", str(data_dir / "train.csv"))
+    meta = train[list(META_COLUMNS)].to_numpy("float32")
+    target = train[TARGET].to_numpy("float32")
+    size, bs = cfg.data.image_size, cfg.train.batch_size
+    aug = {"crop_scale_min": cfg.augment.crop_scale_min, "hflip_p": cfg.augment.hflip_p,
+           "color_jitter_p": cfg.augment.color_jitter_p, "coarse_dropout_p": cfg.augment.coarse_dropout_p}
+
+    def cached_train():
+        ds = make_dataset(paths, meta, target, image_size=size, batch_size=bs, training=True,
+                          augment_kwargs=aug, cache=True)
+        for _ in ds:  # fill the cache: what every epoch after the first reads
+            pass
+        return ds
+
+    pipelines = {
+        "plain decode_jpeg + resize": lambda: decode_benchmark_dataset(paths, size, bs),
+        "train loader (decode + albumentations)": lambda: make_dataset(
+            paths, meta, target, image_size=size, batch_size=bs, training=True, augment_kwargs=aug),
+        "eval loader (decode + centre crop)": lambda: make_dataset(
+            paths, meta, target, image_size=size, batch_size=bs, training=False),
+        "train loader, cached (epochs 2..)": cached_train,
+    }
+    rates: dict[str, list[float]] = {name: [] for name in pipelines}
+    built = {name: make() for name, make in pipelines.items()}
+    for ds in built.values():  # warm-up pass: tracing, thread pools, the OS file cache
+        measure_images_per_second(ds)
+    for _ in range(repeats):  # interleaved, so drifts in machine load hit every pipeline alike
+        for name, ds in built.items():
+            rates[name].append(float(measure_images_per_second(ds)["images_per_second"]))
+    base = statistics.median(rates["plain decode_jpeg + resize"])
+    rows = {name: {"images_per_second": statistics.median(r), "ratio_to_plain": statistics.median(r) / base,
+                   "runs": r} for name, r in rates.items()}
+    return {"what": "loader", "data_dir": str(data_dir), "images": len(paths), "image_size": size,
+            "batch_size": bs, "repeats": repeats, "machine": f"{platform.machine()}, "
+            f"{tf.config.threading.get_inter_op_parallelism_threads() or 'auto'} inter-op threads, "
+            f"{__import__('os').cpu_count()} cores", "pipelines": rows}

@@ -1,0 +1,206 @@
+"""`python -m lresizervit <command>`: one command per stage of config → folds → train → cv → predict.
+
+Every command that takes a CONFIG also takes `--set section.key=value` overrides (repeatable).
+A bad input ends with one line `error: ...` naming the file, row, column or key, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = "configs/default.yaml"
+
+
+def _config(args):
+    from lresizervit.config import load_config
+
+    path = args.config
+    if path is None and Path(DEFAULT_CONFIG).is_file():
+        path = DEFAULT_CONFIG
+    return load_config(path, tuple(args.set or ()))
+
+
+def _prediction_config(args):
+    """The trained experiment's own config; only where the data lives and how to predict come from now."""
+    from lresizervit.training.trainer import load_run_config
+
+    now = _config(args)
+    saved = load_run_config(now.run_dir)
+    saved.data.dir = now.data.dir
+    saved.predict = now.predict
+    return saved
+
+
+def cmd_synth(args) -> None:
+    from lresizervit.data.synth import SynthParams, generate
+
+    given = {"detail_period": args.detail_period, "min_side": args.min_side, "max_side": args.max_side,
+             "max_long_side": args.max_long_side, "noise_std": args.noise_std}
+    params = SynthParams(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
+    out = Path(args.out)
+    if (out / "generator.json").is_file() and not args.force:
+        info = json.loads((out / "generator.json").read_text())
+        same = info.get("params") == dataclasses.asdict(params) and info.get("n_train") == args.train \
+            and info.get("n_test") == args.test
+        if same:
+            print(f"{out}: already generated with these settings (use --force to regenerate)")
+            return
+        raise SystemExit(f"error: {out} holds a data set generated with other settings; "
+                         f"use another --out or --force")
+    info = generate(out, args.train, args.test, params, workers=args.workers)
+    print(f"wrote {args.train} train + {args.test} test images to {out}: target mean {info['target_mean']:.1f}, "
+          f"std {info['target_std']:.1f}; noise floor RMSE {info['noise_floor_rmse']:.2f}, "
+          f"constant baseline RMSE {info['constant_baseline_rmse']:.2f}")
+
+
+def cmd_folds(args) -> None:
+    from lresizervit.data.folds import make_folds, read_folds, write_folds
+    from lresizervit.data.schema import read_table
+
+    cfg = _config(args)
+    out = Path(cfg.data.folds_csv)
+    if out.is_file() and args.if_missing:
+        _, k = read_folds(out)
+        print(f"{out}: exists ({k} folds); kept")
+        return
+    train = read_table(Path(cfg.data.dir) / "train.csv", "train")
+    df = make_folds(train, cfg.data.n_folds, cfg.data.fold_seed)
+    write_folds(df, out)
+    sizes = df.groupby("kfold").size().tolist()
+    means = df.groupby("kfold")["Pawpularity"].mean().round(2).tolist()
+    print(f"wrote {out}: {cfg.data.n_folds} folds of {sizes} rows, target means {means}")
+
+
+def cmd_list_folds(args) -> None:
+    from lresizervit.data.folds import read_folds
+
+    _, k = read_folds(_config(args).data.folds_csv)
+    print(" ".join(str(i) for i in range(k)))
+
+
+def cmd_check_data(args) -> None:
+    from lresizervit.data.schema import validate_dataset
+
+    cfg = _config(args)
+    train, test = validate_dataset(cfg.data.dir)
+    print(f"{cfg.data.dir}: {len(train)} train and {len(test)} test rows, every image present")
+
+
+def cmd_train(args) -> None:
+    from lresizervit.training.trainer import train_fold
+
+    train_fold(_config(args), args.fold)
+
+
+def cmd_cv(args) -> None:
+    from lresizervit.inference.predict import format_table
+    from lresizervit.training.trainer import load_run_config, write_cv
+
+    cfg = load_run_config(_config(args).run_dir)
+    if write_cv(cfg) is None:
+        message = f"{cfg.run_dir}: not every fold is trained yet; no cv.json written"
+        if args.if_complete:
+            print(message)
+            return
+        raise ValueError(message)
+    print(format_table(cfg))
+
+
+def cmd_predict(args) -> None:
+    from lresizervit.inference.predict import format_table, run_predict
+
+    cfg = _prediction_config(args)
+    summary = run_predict(cfg, args.out)
+    print(format_table(cfg, summary))
+
+
+def cmd_validate(args) -> None:
+    from lresizervit.inference.submission import validate_file
+
+    n = validate_file(args.file, args.test_csv)
+    print(f"{args.file}: valid ({n} rows)")
+
+
+def cmd_bench(args) -> None:
+    from lresizervit.bench import bench_loader
+
+    cfg = _config(args)
+    result = bench_loader(cfg, n_images=args.images, repeats=args.repeats)
+    print(json.dumps(result, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lresizervit", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp):
+        sp.add_argument("config", nargs="?", help=f"experiment YAML (default: {DEFAULT_CONFIG})")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+        return sp
+
+    sp = sub.add_parser("synth", help="generate a synthetic Kaggle-shaped data set")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--train", type=int, default=1200)
+    sp.add_argument("--test", type=int, default=200)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--detail-period", type=float, default=None,
+                    help="stripe period as a fraction of the photo's shorter side (default 0.024)")
+    sp.add_argument("--min-side", type=int, default=None, help="smallest shorter side in px (default 256)")
+    sp.add_argument("--max-side", type=int, default=None, help="largest shorter side in px (default 768)")
+    sp.add_argument("--max-long-side", type=int, default=None, help="largest longer side in px (default 1024)")
+    sp.add_argument("--noise-std", type=float, default=None, help="label noise in Pawpularity points (default 6)")
+    sp.add_argument("--workers", type=int, default=None)
+    sp.add_argument("--force", action="store_true", help="regenerate even if --out holds a data set")
+    sp.set_defaults(func=cmd_synth)
+
+    sp = with_config(sub.add_parser("folds", help="write the stratified folds file"))
+    sp.add_argument("--if-missing", action="store_true", help="keep an existing folds file")
+    sp.set_defaults(func=cmd_folds)
+    with_config(sub.add_parser("list-folds", help="print the fold numbers of the folds file")).set_defaults(
+        func=cmd_list_folds)
+    with_config(sub.add_parser("check-data", help="validate train.csv, test.csv and every image")).set_defaults(
+        func=cmd_check_data)
+
+    sp = with_config(sub.add_parser("train", help="train one fold"))
+    sp.add_argument("--fold", type=int, required=True)
+    sp.set_defaults(func=cmd_train)
+    sp = with_config(sub.add_parser("cv", help="collect the folds' OOF into cv.json and print the table"))
+    sp.add_argument("--if-complete", action="store_true", help="exit 0 when some folds are still missing")
+    sp.set_defaults(func=cmd_cv)
+
+    sp = with_config(sub.add_parser("predict", help="predict test.csv with all folds and write the submission"))
+    sp.add_argument("--out", default=None, help="submission path (default: submissions/<name>.csv)")
+    sp.set_defaults(func=cmd_predict)
+
+    sp = sub.add_parser("validate", help="check a submission file against test.csv")
+    sp.add_argument("file")
+    sp.add_argument("--test-csv", default="input/petfinder-pawpularity-score/test.csv")
+    sp.set_defaults(func=cmd_validate)
+
+    sp = with_config(sub.add_parser("bench", help="loader images/s vs plain decode_jpeg + resize"))
+    sp.add_argument("--images", type=int, default=256, help="images to read per pass")
+    sp.add_argument("--repeats", type=int, default=3, help="passes per pipeline (median reported)")
+    sp.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lresizervit.config import ConfigError
+    from lresizervit.data.schema import SchemaError
+
+    args = build_parser().parse_args(argv)
+    expected = (ConfigError, SchemaError, FileNotFoundError, ValueError)
+    try:
+        args.func(args)
+    except expected as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

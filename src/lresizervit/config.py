@@ -1,0 +1,301 @@
+"""Typed experiment config: dataclasses are the schema and the documentation, the YAML is data.
+
+Loading rules: an unknown key, a value of the wrong type or a missing file is a `ConfigError` that names
+the key and the file. `--set section.key=value` overrides are parsed as YAML scalars and checked the same way.
+The resolved config is saved with every run (`models/<exp>/config.yaml`) and prediction rebuilds from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the file and the key."""
+
+
+@dataclass
+class DataConfig:
+    # Competition folder: train.csv, test.csv, train/{Id}.jpg, test/{Id}.jpg (Kaggle's layout).
+    dir: str = "input/petfinder-pawpularity-score"
+    # Written once by `lresizervit folds`; training reads the fold count from this file.
+    folds_csv: str = "folds/train_folds.csv"
+    # Number of folds the splitter writes (training never reads this: it counts the folds in folds_csv).
+    n_folds: int = 5
+    # Seed of the stratified split.
+    fold_seed: int = 42
+    # Photos are decoded and resized so their shorter side is this many pixels: the model's input size.
+    image_size: int = 512
+    # Keep decoded images in memory after the first epoch (needs ~N * image_size^2 * 3 bytes of RAM).
+    cache: bool = False
+
+
+@dataclass
+class AugmentConfig:
+    # Train-time random square crop covers this fraction of the square image's area at least.
+    crop_scale_min: float = 0.6
+    hflip_p: float = 0.5
+    color_jitter_p: float = 0.5
+    coarse_dropout_p: float = 0.3
+
+
+@dataclass
+class ResizerConfig:
+    # "learned": the Talebi & Milanfar resizer; "bilinear": a fixed resize to target_size (the paper's baseline).
+    mode: str = "learned"
+    # Size the backbone sees; must be divisible by the backbone's patch size.
+    target_size: int = 224
+    # Feature maps of the resizer's convolutions (the paper uses 16).
+    filters: int = 16
+    # Residual blocks, each fed by the previous one (the paper uses 1 or 2).
+    num_res_blocks: int = 1
+    # Interpolation of the resize inside the resizer and of its skip path: bilinear, bicubic, area, nearest.
+    interpolation: str = "bilinear"
+
+
+@dataclass
+class BackboneConfig:
+    # A name from the ViT registry (vit_tiny_demo, vit_ti16, vit_s16, vit_b16, ...).
+    name: str = "vit_b16"
+    # Pool tokens with the class token ("cls") or by averaging them ("gap").
+    pooling: str = "cls"
+    # Dropout inside the transformer blocks.
+    dropout: float = 0.0
+
+
+@dataclass
+class ModelConfig:
+    resizer: ResizerConfig = field(default_factory=ResizerConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    # Width of the MLP over the 12 metadata columns (0 = image only).
+    metadata_units: int = 32
+    # Width of the hidden layer of the head over the fused features.
+    head_units: int = 128
+    # Dropout on the fused features before the head.
+    head_dropout: float = 0.1
+    # "bce": sigmoid output, BCE on Pawpularity/100 (the competition's winning trick); "mse": linear output.
+    loss: str = "bce"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    # Per-process batch size.
+    batch_size: int = 16
+    # Peak learning rate of AdamW, reached after the warmup, then cosine-decayed to 0.
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.05
+    # Fraction of all training steps spent warming up linearly from 0.
+    warmup_fraction: float = 0.1
+    # Seed of weights, shuffling and augmentation.
+    seed: int = 42
+    # Print one line per epoch (0) or a progress bar (1).
+    verbose: int = 0
+
+
+@dataclass
+class PredictConfig:
+    # "none" or "hflip": test-time augmentation averaged with the plain prediction.
+    tta: str = "hflip"
+    batch_size: int = 32
+    # Submissions land in this folder as <experiment>.csv.
+    out_dir: str = "submissions"
+
+
+@dataclass
+class Config:
+    # Experiment name: the run folder is <output_dir>/<name>/.
+    name: str = "default"
+    output_dir: str = "models"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Values allowed for the string-valued choice keys: checked at load time, so a typo fails before training.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.resizer.mode": ("learned", "bilinear"),
+    "model.resizer.interpolation": ("bilinear", "bicubic", "area", "nearest"),
+    "model.backbone.pooling": ("cls", "gap"),
+    "model.loss": ("bce", "mse"),
+    "predict.tta": ("none", "hflip"),
+}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check `value` against the annotated type; ints are accepted where floats are expected."""
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if isinstance(value, bool) and tp is not bool:
+            ok = False
+        else:
+            ok = isinstance(value, tp)
+        if not ok:
+            raise ConfigError(
+                f"{source}: key '{key}' must be {_type_name(tp)}, got {type(value).__name__} {value!r}"
+            )
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, source)
+    raise ConfigError(f"{source}: key '{key}' has an unsupported type {tp!r}")  # a bug in this file
+
+
+def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        where = f"section '{prefix}'" if prefix else "the top level"
+        raise ConfigError(f"{source}: {where} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            full = f"{prefix}{key}"
+            raise ConfigError(f"{source}: unknown key '{full}' (known here: {', '.join(sorted(names))})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        full = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, data[f.name], f"{full}.", source)
+        else:
+            value = _coerce(data[f.name], tp, full, source)
+            if full in CHOICES and value not in CHOICES[full]:
+                raise ConfigError(
+                    f"{source}: key '{full}' must be one of {', '.join(CHOICES[full])}, got {value!r}"
+                )
+            kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _set_nested(tree: dict, dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: key '{dotted}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.epochs=3` -> ("train.epochs", 3); the value is read as a YAML scalar."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({exc})") from None
+    return key, value
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or the defaults when `path` is None), apply `KEY=VALUE` overrides, validate."""
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{source}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML ({exc})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+        tree = loaded or {}
+    cfg = _build(Config, tree, "", source)
+    if overrides:
+        for text in overrides:
+            key, value = parse_override(text)
+            _set_nested(tree, key, value, f"--set {key}")
+        cfg = _build(Config, tree, "", f"{source} with --set {' '.join(overrides)}")
+    _check_values(cfg, source)
+    return cfg
+
+
+def _check_values(cfg: Config, source: str) -> None:
+    """Range checks that types alone cannot express; each names its key."""
+    positive = {
+        "data.image_size": cfg.data.image_size,
+        "data.n_folds": cfg.data.n_folds - 1,  # at least 2 folds
+        "model.resizer.target_size": cfg.model.resizer.target_size,
+        "model.resizer.filters": cfg.model.resizer.filters,
+        "train.epochs": cfg.train.epochs,
+        "train.batch_size": cfg.train.batch_size,
+        "predict.batch_size": cfg.predict.batch_size,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{source}: key '{key}' is out of range ({_get(cfg, key)!r})")
+    if cfg.model.resizer.num_res_blocks < 0:
+        raise ConfigError(f"{source}: key 'model.resizer.num_res_blocks' must be >= 0")
+    if not 0.0 < cfg.augment.crop_scale_min <= 1.0:
+        raise ConfigError(f"{source}: key 'augment.crop_scale_min' must be in (0, 1]")
+    for key in ("augment.hflip_p", "augment.color_jitter_p", "augment.coarse_dropout_p",
+                "model.head_dropout", "model.backbone.dropout", "train.warmup_fraction"):
+        value = _get(cfg, key)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{source}: key '{key}' must be in [0, 1], got {value!r}")
+    if cfg.train.learning_rate <= 0:
+        raise ConfigError(f"{source}: key 'train.learning_rate' must be > 0")
+    if cfg.model.resizer.target_size > cfg.data.image_size:
+        raise ConfigError(
+            f"{source}: key 'model.resizer.target_size' ({cfg.model.resizer.target_size}) is larger than "
+            f"'data.image_size' ({cfg.data.image_size}): the resizer only shrinks"
+        )
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def config_from_dict(tree: dict[str, Any], source: str = "<dict>") -> Config:
+    cfg = _build(Config, tree, "", source)
+    _check_values(cfg, source)
+    return cfg
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config atomically (a crash never leaves a half-written file)."""
+    from lresizervit.io_utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

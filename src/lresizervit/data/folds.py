@@ -1,0 +1,115 @@
+"""Stratified K-fold split of train.csv, written once to ``folds/train_folds.csv`` and read back.
+
+Training only reads the folds file: the number of folds always comes from it, never from a literal.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold
+
+from lresizervit.data.schema import FOLD, FOLD_COLUMNS, TARGET, SchemaError, read_table
+
+
+def sturges_bins(n: int) -> int:
+    """Sturges' rule: the number of histogram bins for ``n`` samples."""
+    if n < 1:
+        raise ValueError(f"Sturges' rule needs at least 1 sample, got {n}")
+    return int(np.floor(1 + np.log2(n)))
+
+
+def target_bins(target: pd.Series | np.ndarray, n_folds: int) -> np.ndarray:
+    """Equal-width bins of the target to stratify on, as many as Sturges allows.
+
+    StratifiedKFold warns when a class has fewer members than folds (and fails when every class has),
+    so the bin count drops until each non-empty bin holds at least ``n_folds`` rows. On the real
+    9,912 rows this keeps Sturges' 14 bins; a tiny hand-made data set still splits without warnings.
+    """
+    values = np.asarray(target, dtype="float64")
+    for nbins in range(sturges_bins(len(values)), 0, -1):
+        bins = pd.cut(values, bins=nbins, labels=False)
+        counts = np.bincount(bins)
+        if counts[counts > 0].min() >= n_folds:
+            return bins
+    raise AssertionError("unreachable: one bin holds every row and n_folds <= rows")  # pragma: no cover
+
+
+def make_folds(train_df: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
+    """Copy of ``train_df`` (row order kept) with an int ``kfold`` column in 0..n_folds-1."""
+    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)):
+        raise ValueError(f"n_folds must be an integer, got {n_folds!r}")
+    if n_folds < 2:
+        raise ValueError(f"n_folds must be at least 2, got {n_folds}")
+    if n_folds > len(train_df):
+        raise ValueError(f"n_folds={n_folds} is more than the {len(train_df)} training rows")
+    if TARGET not in train_df.columns:
+        raise ValueError(f"the training frame has no {TARGET!r} column to stratify on")
+    target = train_df[TARGET]
+    if target.isna().any():
+        raise ValueError(f"{TARGET!r} has missing values; read the data with schema.read_table first")
+
+    bins = target_bins(target, int(n_folds))
+    kfold = np.full(len(train_df), -1, dtype="int64")
+    skf = StratifiedKFold(n_splits=int(n_folds), shuffle=True, random_state=seed)
+    for fold, (_, val_idx) in enumerate(skf.split(np.zeros(len(bins)), bins)):
+        kfold[val_idx] = fold
+    out = train_df.drop(columns=FOLD, errors="ignore").copy()
+    out[FOLD] = kfold
+    return out
+
+
+def write_folds(df: pd.DataFrame, out_csv: str | os.PathLike[str]) -> Path:
+    """Write the folds file atomically: readers see the old file or the whole new one, never half."""
+    columns = list(df.columns)
+    if columns != list(FOLD_COLUMNS):
+        missing = [c for c in FOLD_COLUMNS if c not in columns]
+        extra = [c for c in columns if c not in FOLD_COLUMNS]
+        raise ValueError(
+            f"a folds frame needs exactly the columns {list(FOLD_COLUMNS)}; "
+            f"missing {missing}, unexpected {extra}" + ("" if missing or extra else ", wrong order")
+        )
+    out = Path(out_csv)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Same directory, so os.replace is a rename on one file system; our own name, so the file gets
+    # the usual umask permissions (tempfile would create it 0600).
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="") as f:
+            df.to_csv(f, index=False, lineterminator="\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
+
+
+def read_folds(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, int]:
+    """Read and validate a folds file; return the frame and its number of folds K (= max kfold + 1).
+
+    Folds must be exactly 0..K-1 with none empty and K >= 2, or :class:`SchemaError` names what is off.
+    """
+    df = read_table(path, "folds")
+    present = sorted(int(k) for k in df[FOLD].unique())
+    n_folds = present[-1] + 1
+    empty = sorted(set(range(n_folds)) - set(present))
+    if empty:
+        raise SchemaError.from_problems(
+            path,
+            [
+                f"column {FOLD!r}: folds must be 0..K-1 with none empty; found {present}, "
+                f"so fold{'s' if len(empty) > 1 else ''} {', '.join(map(str, empty))} "
+                f"of 0..{n_folds - 1} {'are' if len(empty) > 1 else 'is'} empty"
+            ],
+        )
+    if n_folds < 2:
+        raise SchemaError.from_problems(
+            path, [f"column {FOLD!r}: every row is in fold 0; cross-validation needs at least 2 folds"]
+        )
+    return df, n_folds

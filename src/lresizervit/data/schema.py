@@ -1,0 +1,292 @@
+"""The competition's file formats: column names, and strict readers that say exactly what is wrong.
+
+Every reader raises :class:`SchemaError` naming the file, the data row (1-based) with its CSV line
+(row + 1, since the header is line 1) and the column, so a bad hand-made data set fails before training.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ID = "Id"
+TARGET = "Pawpularity"
+FOLD = "kfold"
+META_COLUMNS = (
+    "Subject Focus",
+    "Eyes",
+    "Face",
+    "Near",
+    "Action",
+    "Accessory",
+    "Group",
+    "Collage",
+    "Human",
+    "Occlusion",
+    "Info",
+    "Blur",
+)
+TRAIN_COLUMNS = (ID, *META_COLUMNS, TARGET)
+TEST_COLUMNS = (ID, *META_COLUMNS)
+# folds/train_folds.csv: train.csv plus the fold each row is validated in.
+FOLD_COLUMNS = (*TRAIN_COLUMNS, FOLD)
+TARGET_MIN, TARGET_MAX = 1, 100
+IMAGE_SUFFIX = ".jpg"
+
+KINDS: dict[str, tuple[str, ...]] = {"train": TRAIN_COLUMNS, "test": TEST_COLUMNS, "folds": FOLD_COLUMNS}
+
+# How many problems one message lists before "... and N more".
+MAX_LISTED = 5
+
+# What pandas would read as missing; we read everything as text, so spell it out.
+_NA_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "<na>", "#n/a"})
+# The Id becomes a file name, so it must not escape the image folder or hide whitespace.
+_BAD_ID_CHARS = re.compile(r"[\s/\\\x00-\x1f\x7f]")
+_MANGLED_DUPLICATE = re.compile(r"^(.*)\.\d+$")
+
+
+class SchemaError(ValueError):
+    """A data file does not match the expected format; the message names file, row and column."""
+
+    def __init__(self, message: str, *, source: str | None = None, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.source = source
+        self.problems = tuple(problems)
+
+    @classmethod
+    def from_problems(
+        cls, source: str | os.PathLike[str], problems: Sequence[str], note: str | None = None
+    ) -> SchemaError:
+        """One message listing the first :data:`MAX_LISTED` problems and a count of the rest."""
+        source = str(source)
+        if len(problems) == 1:
+            message = f"{source}: {problems[0]}"
+        else:
+            lines = [f"{source}: {len(problems)} problems:"]
+            lines += [f"  {p}" for p in problems[:MAX_LISTED]]
+            if len(problems) > MAX_LISTED:
+                lines.append(f"  ... and {len(problems) - MAX_LISTED} more")
+            message = "\n".join(lines)
+        if note:
+            message += f"\n{note}"
+        return cls(message, source=source, problems=problems)
+
+
+def where(row_index: int, column: str | None = None) -> str:
+    """'row N (line N+1), column 'C'' for a 0-based position in a frame read from a CSV."""
+    row = row_index + 1
+    text = f"row {row} (line {row + 1})"
+    return f"{text}, column {column!r}" if column is not None else text
+
+
+def image_path(image_dir: str | os.PathLike[str], image_id: str) -> Path:
+    """Where the image of one Id lives."""
+    return Path(image_dir) / f"{image_id}{IMAGE_SUFFIX}"
+
+
+def read_table(path: str | os.PathLike[str], kind: str) -> pd.DataFrame:
+    """Read and validate a ``train``, ``test`` or ``folds`` CSV.
+
+    Returns a frame with a RangeIndex (position = data row - 1), ``Id`` as str and every other column
+    as int64. Raises :class:`SchemaError` on the first kind of problem found (file, columns, values).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    expected = KINDS[kind]
+    raw = _read_raw(path)
+    _check_columns(path, list(raw.columns), expected, kind)
+
+    problems: list[tuple[int, int, str]] = []  # (row, column position, message): sorted like a linter
+    problems += _id_problems(raw[ID])
+    out = pd.DataFrame({ID: raw[ID].astype(str)})
+    for col in expected[1:]:
+        if col == TARGET:
+            lo, hi = TARGET_MIN, TARGET_MAX
+        elif col == FOLD:
+            lo, hi = 0, None
+        else:
+            lo, hi = 0, 1
+        values, col_problems = _int_column(raw[col], col, lo, hi)
+        problems += [(row, expected.index(col), msg) for row, msg in col_problems]
+        out[col] = values
+    if problems:
+        problems.sort(key=lambda p: (p[0], p[1]))
+        raise SchemaError.from_problems(path, [msg for _, _, msg in problems])
+    for col in expected[1:]:
+        out[col] = out[col].astype("int64")
+    return out
+
+
+def check_images(
+    df: pd.DataFrame, image_dir: str | os.PathLike[str], source: str | os.PathLike[str]
+) -> list[str]:
+    """Check that every ``image_dir/{Id}.jpg`` exists and is non-empty; return the paths in row order.
+
+    ``source`` is the CSV the rows came from (named in the message); rows are counted by position.
+    """
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise SchemaError.from_problems(source, [f"image directory {image_dir} not found"])
+    paths: list[str] = []
+    problems: list[str] = []
+    for i, image_id in enumerate(df[ID].astype(str)):
+        p = image_path(image_dir, image_id)
+        paths.append(str(p))
+        try:
+            size = p.stat().st_size if p.is_file() else None
+        except OSError:
+            size = None
+        if size is None:
+            problems.append(f"{where(i)}, Id {image_id!r}: image {p} not found")
+        elif size == 0:
+            problems.append(f"{where(i)}, Id {image_id!r}: image {p} is empty (0 bytes)")
+    if problems:
+        raise SchemaError.from_problems(source, problems)
+    return paths
+
+
+def validate_dataset(data_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate a competition-shaped folder: train.csv, test.csv, train/{Id}.jpg, test/{Id}.jpg."""
+    data_dir = Path(data_dir)
+    frames = []
+    for kind in ("train", "test"):
+        csv = data_dir / f"{kind}.csv"
+        df = read_table(csv, kind)
+        check_images(df, data_dir / kind, csv)
+        frames.append(df)
+    return frames[0], frames[1]
+
+
+# --- internals -------------------------------------------------------------------------------------
+
+
+def _read_raw(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Every cell as the text in the file, so Ids stay verbatim and the checks see what the user wrote."""
+    p = Path(path)
+    if not p.exists():
+        raise SchemaError.from_problems(path, ["file not found"])
+    if not p.is_file():
+        raise SchemaError.from_problems(path, ["not a regular file"])
+    try:
+        raw = pd.read_csv(
+            p,
+            dtype=str,
+            na_filter=False,
+            # A blank line must stay a row, or every later "line N" would be off by one.
+            skip_blank_lines=False,
+        )
+    except pd.errors.EmptyDataError:
+        raise SchemaError.from_problems(path, ["file is empty (no header line)"]) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise SchemaError.from_problems(path, [f"not a readable CSV file: {e}"]) from e
+    # Trailing blank lines are harmless (editors add them) and shift nothing before them.
+    blank = (raw == "").all(axis=1).to_numpy()
+    n = len(raw)
+    while n and blank[n - 1]:
+        n -= 1
+    raw = raw.iloc[:n].reset_index(drop=True)
+    if n == 0:
+        raise SchemaError.from_problems(path, ["no data rows (only a header)"])
+    return raw
+
+
+def _check_columns(
+    path: str | os.PathLike[str], actual: list[str], expected: Sequence[str], kind: str
+) -> None:
+    problems: list[str] = []
+    missing = [c for c in expected if c not in actual]
+    unexpected = [c for c in actual if c not in expected]
+    if missing:
+        problems.append(f"missing column{_s(missing)} {_names(missing)}")
+    for c in unexpected:
+        m = _MANGLED_DUPLICATE.match(c)
+        if m and m.group(1) in actual:
+            hint = f" (column {m.group(1)!r} appears twice in the header)"
+        elif c == TARGET and kind == "test":
+            hint = " (a test file has no target)"
+        elif c == FOLD and kind == "train":
+            hint = " (this looks like a folds file)"
+        elif c.strip() in expected:
+            hint = " (stray whitespace in the header?)"
+        else:
+            hint = ""
+        problems.append(f"unexpected column {c!r}{hint}")
+    if not problems and actual != list(expected):
+        k = next(i for i, (a, e) in enumerate(zip(actual, expected, strict=False)) if a != e)
+        problems.append(
+            f"columns are in the wrong order: column {k + 1} is {actual[k]!r}, expected {expected[k]!r}"
+        )
+    if problems:
+        note = f"(a {kind} file has the columns: {', '.join(expected)})"
+        raise SchemaError.from_problems(path, problems, note)
+
+
+def _id_problems(ids: pd.Series) -> list[tuple[int, int, str]]:
+    problems: list[tuple[int, int, str]] = []
+    first_seen: dict[str, int] = {}
+    for i, value in enumerate(ids.astype(str)):
+        if value.strip() == "":
+            problems.append((i, 0, f"{where(i, ID)}: empty Id"))
+            continue
+        if _BAD_ID_CHARS.search(value):
+            problems.append(
+                (
+                    i,
+                    0,
+                    f"{where(i, ID)}: Id {value!r} contains whitespace, a path separator or a control "
+                    "character (it names the image file)",
+                )
+            )
+        if value in first_seen:
+            j = first_seen[value]
+            problems.append((i, 0, f"{where(i, ID)}: duplicate Id {value!r} (also at {where(j)})"))
+        else:
+            first_seen[value] = i
+    return problems
+
+
+def _int_column(
+    raw: pd.Series, col: str, lo: int, hi: int | None
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Parse one integer column; '37.0' counts as 37 (pandas writes ints as floats once a NaN appeared)."""
+    text = raw.astype(str).str.strip()
+    missing = text.str.lower().isin(_NA_TOKENS).to_numpy()
+    num = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64")
+    not_number = ~missing & ~np.isfinite(num)
+    valid = ~missing & ~not_number
+    with np.errstate(invalid="ignore"):
+        not_int = valid & (num != np.floor(num))
+        too_big = num > hi if hi is not None else np.zeros_like(missing)
+        out_of_range = valid & ~not_int & ((num < lo) | too_big)
+    if hi is None:
+        wanted = f"an integer >= {lo}"
+    elif (lo, hi) == (0, 1):
+        wanted = "0 or 1"
+    else:
+        wanted = f"an integer in {lo}..{hi}"
+    problems: list[tuple[int, str]] = []
+    bad = np.flatnonzero(missing | not_number | not_int | out_of_range)
+    for i in bad:
+        if missing[i]:
+            msg = "missing value"
+        elif not_number[i]:
+            msg = f"value {raw.iloc[i]!r} is not a finite number (expected {wanted})"
+        elif not_int[i]:
+            msg = f"value {raw.iloc[i]!r} is not an integer (expected {wanted})"
+        else:
+            msg = f"value {raw.iloc[i]!r} is not {wanted}"
+        problems.append((int(i), f"{where(int(i), col)}: {msg}"))
+    return np.where(np.isfinite(num), num, 0), problems
+
+
+def _names(columns: Iterable[str]) -> str:
+    return ", ".join(repr(c) for c in columns)
+
+
+def _s(items: Sequence[object]) -> str:
+    return "" if len(items) == 1 else "s"

@@ -1,0 +1,180 @@
+"""The learnable resizer of Talebi & Milanfar, "Learning to Resize Images for Computer Vision Tasks"
+(arXiv 2103.09950, Fig. 2), as one Keras layer.
+
+    x ──────────────────────────── resize ────────────────────────────────┐ (skip)
+    x → conv k1×k1 → LReLU → conv 1×1 → LReLU → BN → resize = r ─┐         │
+        r → [res block] × B (each fed by the previous one) → conv 3×3 → BN → (+ r) → conv k1×k1 → 3 ch → (+)
+
+A res block is conv 3×3 → BN → LReLU → conv 3×3 → BN, plus its own input. Public copies (keras-io) feed
+every block from the bottleneck `r` instead of chaining them; here block i+1 reads block i.
+Every resize is antialiased: without it a 512→224 bilinear resize aliases fine detail into moiré, and the
+comparison with a plain resize would flatter neither side honestly.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+INTERPOLATIONS = ("bilinear", "bicubic", "area", "nearest")
+
+
+def _pair(size: int | tuple[int, int], name: str) -> tuple[int, int]:
+    if isinstance(size, int):
+        size = (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) <= 0:
+        raise ValueError(f"{name} must be a positive int or (height, width), got {size!r}")
+    return size
+
+
+def resize_images(x, size: tuple[int, int], interpolation: str):
+    # "area" has no antialias flag (it is an average already); the others get one when shrinking.
+    antialias = interpolation in ("bilinear", "bicubic")
+    return ops.image.resize(x, size, interpolation=interpolation, antialias=antialias)
+
+
+@keras.saving.register_keras_serializable(package="lresizervit")
+class FixedResize(layers.Layer):
+    """A plain (antialiased) resize to `target_size`: the paper's baseline."""
+
+    def __init__(self, target_size, interpolation: str = "bilinear", **kwargs):
+        super().__init__(**kwargs)
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+        self.target_size = _pair(target_size, "target_size")
+        self.interpolation = interpolation
+
+    def call(self, x):
+        return resize_images(x, self.target_size, self.interpolation)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.target_size, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "target_size": self.target_size, "interpolation": self.interpolation}
+
+
+@keras.saving.register_keras_serializable(package="lresizervit")
+class LearnableResizer(layers.Layer):
+    """Resizes `[B, H, W, C]` images to `[B, *target_size, C]` through learned convolutions.
+
+    Args:
+        target_size: output (height, width) or one int for a square.
+        filters: feature maps of every convolution but the last (the paper uses 16).
+        num_res_blocks: residual blocks between the resize and the output convolution.
+        interpolation: the resize used on the features and on the skip path.
+        first_kernel_size: kernel of the first and last convolution (7 in the paper).
+        leaky_alpha: negative slope of every LeakyReLU (0.2 in the paper).
+        patch_size: if given, target_size must be divisible by it (the backbone's patch size).
+    """
+
+    def __init__(
+        self,
+        target_size,
+        filters: int = 16,
+        num_res_blocks: int = 1,
+        interpolation: str = "bilinear",
+        first_kernel_size: int = 7,
+        leaky_alpha: float = 0.2,
+        patch_size: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.target_size = _pair(target_size, "target_size")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+        if filters <= 0:
+            raise ValueError(f"filters must be positive, got {filters}")
+        if num_res_blocks < 0:
+            raise ValueError(f"num_res_blocks must be >= 0, got {num_res_blocks}")
+        if patch_size is not None and any(s % patch_size for s in self.target_size):
+            raise ValueError(
+                f"target size {self.target_size[0]}x{self.target_size[1]} is not divisible by "
+                f"patch size {patch_size}"
+            )
+        self.filters = int(filters)
+        self.num_res_blocks = int(num_res_blocks)
+        self.interpolation = interpolation
+        self.first_kernel_size = int(first_kernel_size)
+        self.leaky_alpha = float(leaky_alpha)
+        self.patch_size = patch_size
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        f, k = self.filters, self.first_kernel_size
+
+        def conv(n, size, name):
+            return layers.Conv2D(n, size, padding="same", name=name, dtype=self.dtype_policy)
+
+        def bn(name):
+            return layers.BatchNormalization(name=name, dtype=self.dtype_policy)
+
+        self.conv_in = conv(f, k, "conv_in")
+        self.conv_mix = conv(f, 1, "conv_mix")
+        self.bn_in = bn("bn_in")
+        self.blocks = []
+        for i in range(self.num_res_blocks):
+            self.blocks.append((conv(f, 3, f"res{i}_conv_a"), bn(f"res{i}_bn_a"),
+                                conv(f, 3, f"res{i}_conv_b"), bn(f"res{i}_bn_b")))
+        self.conv_post = conv(f, 3, "conv_post")
+        self.bn_post = bn("bn_post")
+        self.conv_out = conv(channels, k, "conv_out")
+
+        hw = self.target_size
+        self.conv_in.build(input_shape)
+        self.conv_mix.build((*input_shape[:-1], f))
+        self.bn_in.build((*input_shape[:-1], f))
+        small = (input_shape[0], *hw, f)
+        for conv_a, bn_a, conv_b, bn_b in self.blocks:
+            conv_a.build(small)
+            bn_a.build(small)
+            conv_b.build(small)
+            bn_b.build(small)
+        self.conv_post.build(small)
+        self.bn_post.build(small)
+        self.conv_out.build(small)
+        self.built = True
+
+    def _act(self, x):
+        return ops.leaky_relu(x, negative_slope=self.leaky_alpha)
+
+    def call(self, x, training=None):
+        skip = resize_images(x, self.target_size, self.interpolation)
+        h = self._act(self.conv_in(x))
+        h = self._act(self.conv_mix(h))
+        h = self.bn_in(h, training=training)
+        r = resize_images(h, self.target_size, self.interpolation)
+        h = r
+        for conv_a, bn_a, conv_b, bn_b in self.blocks:
+            y = self._act(bn_a(conv_a(h), training=training))
+            h = h + bn_b(conv_b(y), training=training)
+        h = self.bn_post(self.conv_post(h), training=training) + r
+        return self.conv_out(h) + skip
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.target_size, input_shape[-1])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "target_size": self.target_size,
+            "filters": self.filters,
+            "num_res_blocks": self.num_res_blocks,
+            "interpolation": self.interpolation,
+            "first_kernel_size": self.first_kernel_size,
+            "leaky_alpha": self.leaky_alpha,
+            "patch_size": self.patch_size,
+        }
+
+
+def expected_resizer_params(filters: int, num_res_blocks: int, channels: int = 3, k: int = 7) -> int:
+    """Weight count the architecture implies (BN counts gamma, beta, moving mean and variance)."""
+    f = filters
+    conv_in = k * k * channels * f + f
+    conv_mix = f * f + f
+    bn = 4 * f
+    res = num_res_blocks * 2 * (9 * f * f + f + 4 * f)
+    post = 9 * f * f + f + 4 * f
+    out = k * k * f * channels + channels
+    return conv_in + conv_mix + bn + res + post + out

@@ -1,0 +1,109 @@
+"""The whole path a user runs, with the real commands: synth → folds → train_folds.sh → predict.py.
+Tiny images, 2 folds, 1 epoch: it checks the plumbing and the artefacts, not the accuracy."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(args, cwd, check=True):
+    env = {**os.environ, "PYTHON": sys.executable, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def tiny_config(tmp_path: Path, name="tiny") -> Path:
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    cfg["name"] = name
+    cfg["output_dir"] = str(tmp_path / "models")
+    cfg["data"].update(dir=str(tmp_path / "data"), folds_csv=str(tmp_path / "folds.csv"), n_folds=2,
+                       image_size=32)
+    cfg["model"]["resizer"].update(target_size=16, filters=4)
+    cfg["model"].update(metadata_units=4, head_units=8)
+    cfg["train"].update(epochs=1, batch_size=8)
+    cfg["predict"].update(out_dir=str(tmp_path / "submissions"), batch_size=8)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.slow
+def test_synth_folds_train_predict(tmp_path):
+    py = sys.executable
+    run([py, "-m", "lresizervit", "synth", "--out", str(tmp_path / "data"), "--train", "36", "--test", "7",
+         "--min-side", "48", "--max-side", "64", "--max-long-side", "96", "--seed", "1"], ROOT)
+    cfg = tiny_config(tmp_path)
+    out = run(["bash", "train_folds.sh", str(cfg)], ROOT).stdout
+    assert "CV RMSE" in out
+
+    run_dir = tmp_path / "models" / "tiny"
+    folds = pd.read_csv(tmp_path / "folds.csv", dtype={"Id": str})
+    assert sorted(folds["kfold"].unique()) == [0, 1]
+    for k in (0, 1):
+        fold = run_dir / f"fold_{k}"
+        assert (fold / "model.keras").stat().st_size > 0
+        history = pd.read_csv(fold / "history.csv")
+        assert len(history) == 1 and {"loss", "rmse", "val_rmse", "lr"} <= set(history.columns)
+        oof = pd.read_csv(fold / "oof.csv", dtype={"Id": str})
+        assert list(oof.columns) == ["Id", "kfold", "Pawpularity", "pred"]
+        assert (oof["kfold"] == k).all() and np.isfinite(oof["pred"]).all()
+        assert set(oof["Id"]) == set(folds.loc[folds["kfold"] == k, "Id"])
+        metrics = json.loads((fold / "metrics.json").read_text())
+        assert metrics["n_folds"] == 2 and metrics["epochs"] == 1 and metrics["train_images_per_second"] > 0
+        # the recorded RMSE is the one of the OOF file, in Pawpularity units
+        assert metrics["val_rmse"] == pytest.approx(np.sqrt(np.mean((oof["Pawpularity"] - oof["pred"]) ** 2)))
+
+    cv = json.loads((run_dir / "cv.json").read_text())
+    all_oof = pd.read_csv(run_dir / "oof.csv", dtype={"Id": str})
+    assert len(all_oof) == 36 and cv["n_oof"] == 36 and cv["n_folds"] == 2
+    assert cv["cv_rmse"] == pytest.approx(np.sqrt(np.mean((all_oof["Pawpularity"] - all_oof["pred"]) ** 2)))
+    assert cv["noise_floor_rmse"] > 0 and cv["constant_baseline_rmse"] > 0
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["name"] == "tiny" and saved["train"]["epochs"] == 1
+
+    table = run([py, "predict.py", str(cfg)], ROOT).stdout
+    sub_path = tmp_path / "submissions" / "tiny.csv"
+    assert str(sub_path) in table and "hidden-test RMSE" in table
+    sub = pd.read_csv(sub_path, dtype={"Id": str})
+    test = pd.read_csv(tmp_path / "data" / "test.csv", dtype={"Id": str})
+    assert sub["Id"].tolist() == test["Id"].tolist()
+    assert sub["Pawpularity"].between(1, 100).all()
+    assert run([py, "-m", "lresizervit", "validate", str(sub_path), "--test-csv",
+                str(tmp_path / "data" / "test.csv")], ROOT).returncode == 0
+
+    # Training one fold again under a changed config would mix two models in one CV: refused, by key.
+    bad = run(["bash", "train_folds.sh", str(cfg), "1", "--set", "train.learning_rate=0.5"], ROOT, check=False)
+    assert bad.returncode != 0 and "train.learning_rate" in bad.stderr
+
+    # A fold missing its model: the predictor refuses instead of writing a submission from one fold.
+    before = sub_path.read_bytes()
+    (run_dir / "fold_1" / "model.keras").unlink()
+    bad = run([py, "predict.py", str(cfg)], ROOT, check=False)
+    assert bad.returncode == 2 and "folds [1] of 2 are not trained" in bad.stderr
+    assert sub_path.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_train_refuses_bad_data_before_training(tmp_path):
+    py = sys.executable
+    run([py, "-m", "lresizervit", "synth", "--out", str(tmp_path / "data"), "--train", "12", "--test", "2",
+         "--min-side", "48", "--max-side", "64", "--max-long-side", "64"], ROOT)
+    cfg = tiny_config(tmp_path)
+    run([py, "-m", "lresizervit", "folds", str(cfg)], ROOT)
+    victim = pd.read_csv(tmp_path / "folds.csv", dtype={"Id": str})["Id"].iloc[4]
+    (tmp_path / "data" / "train" / f"{victim}.jpg").unlink()
+    bad = run([py, "-m", "lresizervit", "train", str(cfg), "--fold", "0"], ROOT, check=False)
+    assert bad.returncode == 2
+    assert victim in bad.stderr and "row 5" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "models").exists()

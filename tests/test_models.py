@@ -1,0 +1,176 @@
+"""Layer tests in the keras-hub style: shape, weight count, config round trip, save/load."""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from lresizervit.config import ModelConfig
+from lresizervit.models.regressor import build_regressor, load_model
+from lresizervit.models.resizer import FixedResize, LearnableResizer, expected_resizer_params
+from lresizervit.models.vit import VIT_VARIANTS, build_vit
+
+
+def tiny_model_config(mode="learned", loss="bce", metadata_units=8) -> ModelConfig:
+    cfg = ModelConfig()
+    cfg.backbone.name = "vit_tiny_demo"
+    cfg.resizer.mode = mode
+    cfg.resizer.target_size = 16
+    cfg.resizer.filters = 4
+    cfg.metadata_units = metadata_units
+    cfg.head_units = 8
+    cfg.loss = loss
+    return cfg
+
+
+def batch(n=3, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+        "metadata": rng.integers(0, 2, (n, 12)).astype("float32"),
+    }
+
+
+@pytest.mark.parametrize("blocks", [0, 1, 2])
+def test_resizer_shape_and_weight_count(blocks):
+    layer = LearnableResizer(24, filters=16, num_res_blocks=blocks)
+    out = layer(np.zeros((2, 96, 80, 3), "float32"))
+    assert tuple(out.shape) == (2, 24, 24, 3)
+    assert layer.count_params() == expected_resizer_params(16, blocks)
+
+
+def test_resizer_weight_count_pinned_for_paper_setting():
+    # filters=16, one block: conv7x7 3->16 (2368) + conv1x1 (272) + BN (64) + block (2*(2320+64))
+    # + conv3x3 (2320) + BN (64) + conv7x7 16->3 (2355) = 12211.
+    layer = LearnableResizer(32, filters=16, num_res_blocks=1)
+    layer.build((None, 128, 128, 3))
+    assert layer.count_params() == 12211
+
+
+def test_resizer_blocks_are_chained_not_fed_from_bottleneck():
+    """With two blocks, zeroing block 0's output conv must change what block 1 sees (a chain)."""
+    layer = LearnableResizer(8, filters=4, num_res_blocks=2)
+    x = np.random.default_rng(0).normal(size=(1, 32, 32, 3)).astype("float32")
+    layer(x)
+    conv_b0 = layer.blocks[0][2]
+    conv_a1 = layer.blocks[1][0]
+    # Capture block 1's input by replacing its first conv with a recorder.
+    seen = []
+    original = conv_a1.call
+
+    def record(inputs, *a, **k):
+        seen.append(keras.ops.convert_to_numpy(inputs))
+        return original(inputs, *a, **k)
+
+    conv_a1.call = record
+    layer(x, training=False)
+    kernel, bias = conv_b0.get_weights()
+    conv_b0.set_weights([kernel * 0 + 0.5, bias + 1.0])
+    layer(x, training=False)
+    assert not np.allclose(seen[0], seen[1])
+
+
+def test_resizer_config_round_trip():
+    layer = LearnableResizer((16, 24), filters=8, num_res_blocks=2, interpolation="bicubic", patch_size=8)
+    again = LearnableResizer.from_config(layer.get_config())
+    assert again.get_config() == layer.get_config()
+
+
+def test_resizer_checks_arguments():
+    with pytest.raises(ValueError, match="not divisible by patch size 16"):
+        LearnableResizer(225, patch_size=16)
+    with pytest.raises(ValueError, match="interpolation"):
+        LearnableResizer(32, interpolation="lanczos7")
+    with pytest.raises(ValueError, match="filters"):
+        LearnableResizer(32, filters=0)
+
+
+def test_fixed_resize_antialiases():
+    # 2-px stripes average to grey under an antialiased 4x shrink; plain sampling would keep them.
+    stripes = np.zeros((1, 64, 64, 3), "float32")
+    stripes[:, :, ::2] = 1.0
+    out = keras.ops.convert_to_numpy(FixedResize(16)(stripes))
+    assert out.std() < 0.05 and abs(out.mean() - 0.5) < 0.05
+
+
+@pytest.mark.parametrize("name", sorted(VIT_VARIANTS))
+def test_vit_registry_hyper_parameters(name):
+    spec = VIT_VARIANTS[name]
+    assert spec.hidden_dim % spec.num_heads == 0
+
+
+def test_vit_output_and_param_count():
+    vit = build_vit("vit_tiny_demo", 16)
+    out = vit(np.zeros((2, 16, 16, 3), "float32"))
+    assert tuple(out.shape) == (2, 64)
+    # patch 4x4x3 -> 64 (+bias), cls 64, pos (16+1)*64, 4 blocks, final LN.
+    d, m = 64, 128
+    block = 2 * 2 * d + 4 * (d * d + d) + (d * m + m) + (m * d + d)
+    expected = 4 * 4 * 3 * d + d + d + 17 * d + 4 * block + 2 * d
+    assert vit.count_params() == expected
+
+
+def test_vit_rejects_indivisible_size():
+    with pytest.raises(ValueError, match="not divisible by patch size"):
+        build_vit("vit_tiny_demo", 18)
+
+
+def test_unknown_backbone():
+    cfg = tiny_model_config()
+    cfg.backbone.name = "vit_h14"
+    with pytest.raises(ValueError, match="vit_h14"):
+        build_regressor(cfg, 32)
+
+
+@pytest.mark.parametrize("mode", ["learned", "bilinear"])
+@pytest.mark.parametrize("loss", ["bce", "mse"])
+@pytest.mark.parametrize("metadata_units", [0, 8])
+def test_regressor_trains_a_step_in_pawpularity_units(mode, loss, metadata_units):
+    from lresizervit.models.regressor import LOSSES
+
+    keras.utils.set_random_seed(0)
+    model = build_regressor(tiny_model_config(mode, loss, metadata_units), 32)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=LOSSES[loss],
+                  metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])
+    x = batch(8)
+    y = np.linspace(1, 100, 8).astype("float32")
+    logs = model.fit(x, y, epochs=1, batch_size=4, verbose=0).history
+    assert np.isfinite(logs["loss"][0])
+    # RMSE is reported on the 1..100 scale: a fresh model is tens of points off, never below 1.
+    assert logs["rmse"][0] > 1.0
+    pred = model.predict(x, verbose=0)
+    assert pred.shape == (8, 1) and np.all(np.isfinite(pred))
+    if loss == "bce":
+        assert np.all((pred > 0) & (pred < 100))
+
+
+def test_regressor_rejects_target_not_divisible_by_patch():
+    cfg = tiny_model_config()
+    cfg.resizer.target_size = 18
+    with pytest.raises(ValueError, match="not divisible by the patch size 4"):
+        build_regressor(cfg, 32)
+
+
+def test_save_and_reload_in_a_new_process(tmp_path):
+    """The saved model reloads with nothing but this package, in a fresh interpreter, same predictions."""
+    keras.utils.set_random_seed(1)
+    model = build_regressor(tiny_model_config(), 32)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    x = batch(4, seed=3)
+    np.savez(tmp_path / "x.npz", **x)
+    expected = model.predict(x, verbose=0)
+    code = (
+        "import sys, numpy as np\n"
+        "from lresizervit.models.regressor import load_model\n"
+        f"m = load_model(r'{path}')\n"
+        f"x = dict(np.load(r'{tmp_path / 'x.npz'}'))\n"
+        f"np.save(r'{tmp_path / 'pred.npy'}', m.predict(x, verbose=0))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    got = np.load(tmp_path / "pred.npy")
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+    # And in this process too, through the same entry point the predictor uses.
+    np.testing.assert_allclose(load_model(path).predict(x, verbose=0), expected, rtol=1e-5, atol=1e-4)
