@@ -45,6 +45,8 @@ class SynthParams:
     w_size: float = 12.0
     w_detail: float = 13.0
     noise_std: float = 6.0
+    # The pet's colour is 127.5 ± this, per channel.
+    pet_colour_spread: float = 67.5
     jpeg_quality: int = 92
 
 
@@ -95,7 +97,7 @@ def render_image(size: float, detail: float, image_seed: int, p: SynthParams) ->
     v = -dx * np.sin(rot) + dy * np.cos(rot)
     inside = (u / (radius * ecc)) ** 2 + (v / (radius / ecc)) ** 2 <= 1.0
 
-    colour = rng.uniform(60, 195, 3)
+    colour = 127.5 + rng.uniform(-p.pet_colour_spread, p.pet_colour_spread, 3)
     period = max(2.0, p.detail_period * short)
     theta = rng.uniform(0, np.pi)
     phase = (xx * np.cos(theta) + yy * np.sin(theta)) * (2 * np.pi / period)
