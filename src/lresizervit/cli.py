@@ -49,8 +49,7 @@ def cmd_synth(args) -> None:
         if same:
             print(f"{out}: already generated with these settings (use --force to regenerate)")
             return
-        raise SystemExit(f"error: {out} holds a data set generated with other settings; "
-                         f"use another --out or --force")
+        raise ValueError(f"{out} holds a data set generated with other settings; use another --out or --force")
     info = generate(out, args.train, args.test, params, workers=args.workers)
     print(f"wrote {args.train} train + {args.test} test images to {out}: target mean {info['target_mean']:.1f}, "
           f"std {info['target_std']:.1f}; noise floor RMSE {info['noise_floor_rmse']:.2f}, "

@@ -6,7 +6,6 @@ Training only reads the folds file: the number of folds always comes from it, ne
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from lresizervit.data.schema import FOLD, FOLD_COLUMNS, TARGET, SchemaError, read_table
+from lresizervit.io_utils import atomic_write_csv
 
 
 def sturges_bins(n: int) -> int:
@@ -73,21 +73,7 @@ def write_folds(df: pd.DataFrame, out_csv: str | os.PathLike[str]) -> Path:
             f"a folds frame needs exactly the columns {list(FOLD_COLUMNS)}; "
             f"missing {missing}, unexpected {extra}" + ("" if missing or extra else ", wrong order")
         )
-    out = Path(out_csv)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory, so os.replace is a rename on one file system; our own name, so the file gets
-    # the usual umask permissions (tempfile would create it 0600).
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="") as f:
-            df.to_csv(f, index=False, lineterminator="\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write_csv(out_csv, df)
 
 
 def read_folds(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, int]:

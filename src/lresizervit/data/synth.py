@@ -46,7 +46,7 @@ class SynthParams:
     w_detail: float = 13.0
     noise_std: float = 6.0
     # The pet's colour is 127.5 ± this, per channel.
-    pet_colour_spread: float = 67.5
+    pet_colour_spread: float = 25.0
     jpeg_quality: int = 92
 
 

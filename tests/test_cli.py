@@ -1,0 +1,76 @@
+"""The CLI's contract: bad input ends with one `error:` line naming the file/key, exit status 2."""
+
+import pandas as pd
+import pytest
+
+from lresizervit.cli import main
+from lresizervit.data.synth import SynthParams, generate
+
+
+def test_config_error_is_one_line_naming_key_and_file(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  epochz: 3\n")
+    assert main(["list-folds", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "train.epochz" in err and "c.yaml" in err and "Traceback" not in err
+
+
+def test_bad_override(capsys):
+    assert main(["list-folds", "configs/demo.yaml", "--set", "model.resizer.mode=nearest"]) == 2
+    assert "model.resizer.mode" in capsys.readouterr().err
+
+
+def test_missing_config_file(capsys):
+    assert main(["folds", "nope.yaml"]) == 2
+    assert "nope.yaml: config file not found" in capsys.readouterr().err
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    generate(tmp_path / "data", 12, 3, SynthParams(seed=2, min_side=32, max_side=40, max_long_side=48), workers=1)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  dir: {tmp_path / 'data'}\n  folds_csv: {tmp_path / 'folds.csv'}\n  n_folds: 3\n")
+    return tmp_path, cfg
+
+
+def test_folds_check_data_and_list(tiny_data, capsys):
+    tmp_path, cfg = tiny_data
+    assert main(["check-data", str(cfg)]) == 0
+    assert main(["folds", str(cfg)]) == 0
+    before = (tmp_path / "folds.csv").read_bytes()
+    assert main(["folds", str(cfg), "--if-missing", "--set", "data.fold_seed=7"]) == 0  # kept as it was
+    assert (tmp_path / "folds.csv").read_bytes() == before
+    capsys.readouterr()
+    assert main(["list-folds", str(cfg)]) == 0
+    assert capsys.readouterr().out.split() == ["0", "1", "2"]
+
+
+def test_check_data_names_row_and_column(tiny_data, capsys):
+    tmp_path, cfg = tiny_data
+    train = pd.read_csv(tmp_path / "data" / "train.csv", dtype={"Id": str})
+    train.loc[3, "Eyes"] = 2
+    train.to_csv(tmp_path / "data" / "train.csv", index=False)
+    assert main(["check-data", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "train.csv" in err and "row 4" in err and "Eyes" in err
+
+
+def test_synth_refuses_to_overwrite_a_different_data_set(tiny_data, capsys):
+    tmp_path, _ = tiny_data
+    out = str(tmp_path / "data")
+    args = ["synth", "--out", out, "--train", "12", "--test", "3", "--seed", "2", "--min-side", "32",
+            "--max-side", "40", "--max-long-side", "48"]
+    assert main(args) == 0 and "already generated" in capsys.readouterr().out
+    assert main([*args[:-1], "64"]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_validate_command(tiny_data, capsys):
+    tmp_path, _ = tiny_data
+    test = pd.read_csv(tmp_path / "data" / "test.csv", dtype={"Id": str})
+    sub = tmp_path / "sub.csv"
+    pd.DataFrame({"Id": test["Id"], "Pawpularity": 40.0}).to_csv(sub, index=False)
+    assert main(["validate", str(sub), "--test-csv", str(tmp_path / "data" / "test.csv")]) == 0
+    pd.DataFrame({"Id": test["Id"], "Pawpularity": [40.0, 101.0, 3.0]}).to_csv(sub, index=False)
+    assert main(["validate", str(sub), "--test-csv", str(tmp_path / "data" / "test.csv")]) == 2
+    assert "row 2, column Pawpularity: 101.0 is outside" in capsys.readouterr().err
