@@ -12,7 +12,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 DEMO_DATA ?= input/demo
-DEMO_TRAIN ?= 1200
+DEMO_TRAIN ?= 1500
 DEMO_TEST ?= 200
 
 .PHONY: install demo test test-fast lint bench clean-demo

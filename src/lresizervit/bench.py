@@ -3,6 +3,7 @@ the same files, measured side by side in one process, median of several passes a
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import statistics
 from pathlib import Path
@@ -22,8 +23,7 @@ def bench_loader(cfg: Config, n_images: int = 256, repeats: int = 3) -> dict:
     meta = train[list(META_COLUMNS)].to_numpy("float32")
     target = train[TARGET].to_numpy("float32")
     size, bs = cfg.data.image_size, cfg.train.batch_size
-    aug = {"crop_scale_min": cfg.augment.crop_scale_min, "hflip_p": cfg.augment.hflip_p,
-           "color_jitter_p": cfg.augment.color_jitter_p, "coarse_dropout_p": cfg.augment.coarse_dropout_p}
+    aug = dataclasses.asdict(cfg.augment)
 
     def cached_train():
         ds = make_dataset(paths, meta, target, image_size=size, batch_size=bs, training=True,

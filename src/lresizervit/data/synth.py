@@ -3,8 +3,8 @@
 Each photo shows one "pet" (an ellipse) near the middle of a textured background. Its Pawpularity is
     38 + w_size * z(size of the pet) + w_detail * z(contrast of a fine stripe texture on the pet)
        + a small metadata effect + Gaussian noise (std `noise_std`), rounded and clipped to 1..100.
-The stripes have a period of `detail_period` times the photo's shorter side (≈3 px when the photo is
-loaded at 128 px), so an antialiased resize to a quarter of that size averages them away while keeping the
+The stripes have a period of `detail_period` times the photo's shorter side (3 px when the photo is
+loaded at 96 px, as in the demo), so an antialiased resize to a quarter of that size averages them away while keeping the
 pet's mean colour: only a model that looks at the full resolution, nonlinearly, can read their contrast.
 That is the situation the learned resizer is for. `generator.json` records the seed, the noise-floor RMSE
 (targets vs the noise-free signal) and the constant-baseline RMSE (targets vs their mean), so a CV score
@@ -40,7 +40,7 @@ class SynthParams:
     max_side: int = 768
     max_long_side: int = 1024
     # Stripe period as a fraction of the photo's shorter side.
-    detail_period: float = 0.024
+    detail_period: float = 0.03125
     # Pawpularity points per standard deviation of each latent factor.
     w_size: float = 12.0
     w_detail: float = 13.0

@@ -11,6 +11,7 @@ Artefacts (the contract in DESIGN.md), all written atomically:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -144,12 +145,8 @@ def build_datasets(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, im
     def paths(df):
         return [str(image_dir / f"{i}.jpg") for i in df[ID]]
 
-    aug = {
-        "crop_scale_min": cfg.augment.crop_scale_min,
-        "hflip_p": cfg.augment.hflip_p,
-        "color_jitter_p": cfg.augment.color_jitter_p,
-        "coarse_dropout_p": cfg.augment.coarse_dropout_p,
-    }
+    # AugmentConfig's fields are exactly augment.train_transform's keyword arguments.
+    aug = dataclasses.asdict(cfg.augment)
     common = {"image_size": cfg.data.image_size, "batch_size": cfg.train.batch_size, "cache": cfg.data.cache}
     train_ds = make_dataset(
         paths(train_df), train_df[list(META_COLUMNS)].to_numpy("float32"),
