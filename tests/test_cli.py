@@ -74,3 +74,19 @@ def test_validate_command(tiny_data, capsys):
     pd.DataFrame({"Id": test["Id"], "Pawpularity": [40.0, 101.0, 3.0]}).to_csv(sub, index=False)
     assert main(["validate", str(sub), "--test-csv", str(tmp_path / "data" / "test.csv")]) == 2
     assert "row 2, column Pawpularity: 101.0 is outside" in capsys.readouterr().err
+
+
+def test_bench_loader_reports_every_pipeline(tiny_data, capsys):
+    import json
+
+    tmp_path, cfg = tiny_data
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(cfg), "--images", "8", "--repeats", "1", "--json", str(out),
+                 "--set", "data.image_size=32", "--set", "model.resizer.target_size=16",
+                 "--set", "train.batch_size=4"]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 8 and result["image_size"] == 32
+    assert len(result["pipelines"]) == 4
+    for row in result["pipelines"].values():
+        assert row["images_per_second"] > 0 and len(row["runs"]) == 1
+    assert "| plain decode_jpeg + resize |" in capsys.readouterr().out

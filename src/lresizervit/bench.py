@@ -4,6 +4,7 @@ the same files, measured side by side in one process, median of several passes a
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import statistics
 from pathlib import Path
@@ -51,6 +52,5 @@ def bench_loader(cfg: Config, n_images: int = 256, repeats: int = 3) -> dict:
     rows = {name: {"images_per_second": statistics.median(r), "ratio_to_plain": statistics.median(r) / base,
                    "runs": r} for name, r in rates.items()}
     return {"what": "loader", "data_dir": str(data_dir), "images": len(paths), "image_size": size,
-            "batch_size": bs, "repeats": repeats, "machine": f"{platform.machine()}, "
-            f"{tf.config.threading.get_inter_op_parallelism_threads() or 'auto'} inter-op threads, "
-            f"{__import__('os').cpu_count()} cores", "pipelines": rows}
+            "batch_size": bs, "repeats": repeats, "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"TensorFlow {tf.__version__}", "pipelines": rows}

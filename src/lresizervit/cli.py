@@ -129,7 +129,15 @@ def cmd_bench(args) -> None:
 
     cfg = _config(args)
     result = bench_loader(cfg, n_images=args.images, repeats=args.repeats)
-    print(json.dumps(result, indent=2))
+    if args.json:
+        from lresizervit.io_utils import atomic_write_json
+
+        atomic_write_json(args.json, result)
+    print(f"{result['images']} images of {result['data_dir']} at {result['image_size']} px, batch "
+          f"{result['batch_size']}, median of {result['repeats']} passes after a warm-up pass ({result['machine']})")
+    print("| pipeline | images/s | vs plain |\n|---|---:|---:|")
+    for name, row in result["pipelines"].items():
+        print(f"| {name} | {row['images_per_second']:.0f} | {row['ratio_to_plain']:.2f}x |")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_config(sub.add_parser("bench", help="loader images/s vs plain decode_jpeg + resize"))
     sp.add_argument("--images", type=int, default=256, help="images to read per pass")
     sp.add_argument("--repeats", type=int, default=3, help="passes per pipeline (median reported)")
+    sp.add_argument("--json", default=None, help="also write the raw figures to this JSON file")
     sp.set_defaults(func=cmd_bench)
     return p
 
