@@ -8,18 +8,26 @@ import numpy as np
 import pytest
 
 from lresizervit.config import ModelConfig
-from lresizervit.models.regressor import build_regressor, load_model
+from lresizervit.models.regressor import (
+    BranchDropout,
+    PawpularityBCE,
+    build_regressor,
+    embedding_model,
+    load_model,
+    make_loss,
+)
 from lresizervit.models.resizer import FixedResize, LearnableResizer, expected_resizer_params
 from lresizervit.models.vit import VIT_VARIANTS, build_vit
 
 
-def tiny_model_config(mode="learned", loss="bce", metadata_units=8) -> ModelConfig:
+def tiny_model_config(mode="learned", loss="bce", fusion="concat") -> ModelConfig:
     cfg = ModelConfig()
     cfg.backbone.name = "vit_tiny_demo"
     cfg.resizer.mode = mode
     cfg.resizer.target_size = 16
     cfg.resizer.filters = 4
-    cfg.metadata_units = metadata_units
+    cfg.fusion = fusion
+    cfg.metadata_units = 8
     cfg.head_units = 8
     cfg.loss = loss
     return cfg
@@ -124,15 +132,15 @@ def test_unknown_backbone():
         build_regressor(cfg, 32)
 
 
-@pytest.mark.parametrize("mode", ["learned", "bilinear"])
+@pytest.mark.parametrize("mode", ["learned", "bilinear", "none"])
 @pytest.mark.parametrize("loss", ["bce", "mse"])
-@pytest.mark.parametrize("metadata_units", [0, 8])
-def test_regressor_trains_a_step_in_pawpularity_units(mode, loss, metadata_units):
-    from lresizervit.models.regressor import LOSSES
-
+@pytest.mark.parametrize("fusion", ["concat", "none"])
+def test_every_mode_trains_a_step_and_round_trips(tmp_path, mode, loss, fusion):
     keras.utils.set_random_seed(0)
-    model = build_regressor(tiny_model_config(mode, loss, metadata_units), 32)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=LOSSES[loss],
+    cfg = tiny_model_config(mode, loss, fusion)
+    cfg.metadata_dropout = 0.5
+    model = build_regressor(cfg, 32)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=make_loss(cfg),
                   metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])
     x = batch(8)
     y = np.linspace(1, 100, 8).astype("float32")
@@ -144,13 +152,87 @@ def test_regressor_trains_a_step_in_pawpularity_units(mode, loss, metadata_units
     assert pred.shape == (8, 1) and np.all(np.isfinite(pred))
     if loss == "bce":
         assert np.all((pred > 0) & (pred < 100))
+    emb = embedding_model(model).predict(x, verbose=0)
+    assert emb.shape == (8, 64 + (8 if fusion == "concat" else 0))
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_allclose(load_model(tmp_path / "m.keras").predict(x, verbose=0), pred, rtol=1e-5, atol=1e-4)
+
+
+def test_metadata_is_ignored_without_fusion_and_used_with_it():
+    keras.utils.set_random_seed(0)
+    x = batch(4)
+    other = {**x, "metadata": 1.0 - x["metadata"]}
+    for fusion, same in (("none", True), ("concat", False)):
+        model = build_regressor(tiny_model_config(fusion=fusion), 32)
+        a, b = model.predict(x, verbose=0), model.predict(other, verbose=0)
+        assert np.allclose(a, b) == same
+
+
+def test_branch_dropout_zeroes_whole_samples_only_in_training():
+    layer = BranchDropout(0.5, seed=1)
+    x = np.ones((400, 12), "float32")
+    out = keras.ops.convert_to_numpy(layer(x, training=True))
+    rows = out.sum(axis=1)
+    assert set(np.unique(rows)) == {0.0, 12.0} and 120 < (rows == 0).sum() < 280
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)
+
+
+def test_label_smoothing_changes_the_bce_target():
+    y, p = np.array([[100.0]], "float32"), np.array([[99.0]], "float32")
+    plain = float(PawpularityBCE(0.0)(y, p))
+    smooth = float(PawpularityBCE(0.2)(y, p))
+    assert smooth > plain  # the smoothed target is 0.9, farther from 0.99 than 1.0 is
+    assert PawpularityBCE.from_config(PawpularityBCE(0.2).get_config()).label_smoothing == 0.2
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_keeps_head_and_loss_float32(policy):
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        cfg = tiny_model_config()
+        model = build_regressor(cfg, 32)
+        assert model.get_layer("resizer").compute_dtype == policy.split("_")[1]
+        assert model.get_layer("head_out").compute_dtype == "float32"
+        model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=make_loss(cfg))
+        x = batch(8)
+        y = np.linspace(1, 100, 8).astype("float32")
+        logs = model.fit(x, y, epochs=2, batch_size=4, verbose=0).history
+        assert np.all(np.isfinite(logs["loss"]))
+        pred = model.predict(x, verbose=0)
+        assert pred.dtype == np.float32 and np.all((pred > 0) & (pred < 100))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_resizer_zero_init_starts_as_the_plain_resize_and_clip_bounds_it():
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    plain = keras.ops.convert_to_numpy(FixedResize(8)(x))
+    layer = LearnableResizer(8, filters=4, zero_init_output=True)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), plain, atol=1e-6)
+    wild = LearnableResizer(8, filters=4, clip_output=True)
+    wild(x)
+    kernel, bias = wild.conv_out.get_weights()
+    wild.conv_out.set_weights([kernel * 50, bias + 3])
+    out = keras.ops.convert_to_numpy(wild(x))
+    assert out.min() >= -1.0 and out.max() <= 1.0
+
+
+def test_vit_interpolates_position_embeddings_for_other_sizes():
+    vit = build_vit("vit_tiny_demo", 32, position_grid_size=16)  # embeddings made for 16 px, run at 32
+    assert vit.get_layer("patch_embedding").position_embedding.shape == (1, 17, 64)
+    out = vit(np.zeros((2, 32, 32, 3), "float32"))
+    assert tuple(out.shape) == (2, 64)
 
 
 def test_regressor_rejects_target_not_divisible_by_patch():
     cfg = tiny_model_config()
     cfg.resizer.target_size = 18
-    with pytest.raises(ValueError, match="not divisible by the patch size 4"):
+    with pytest.raises(ValueError, match="model.resizer.target_size 18 is not divisible by the patch size 4"):
         build_regressor(cfg, 32)
+    cfg.resizer.mode = "none"
+    with pytest.raises(ValueError, match="data.image_size 30 is not divisible by the patch size 4"):
+        build_regressor(cfg, 30)
 
 
 def test_save_and_reload_in_a_new_process(tmp_path):

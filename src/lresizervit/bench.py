@@ -54,3 +54,74 @@ def bench_loader(cfg: Config, n_images: int = 256, repeats: int = 3) -> dict:
     return {"what": "loader", "data_dir": str(data_dir), "images": len(paths), "image_size": size,
             "batch_size": bs, "repeats": repeats, "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
             f"TensorFlow {tf.__version__}", "pipelines": rows}
+
+
+STEP_VARIANTS = {
+    # name: (resizer mode, input size); the target size and backbone come from the config.
+    "learned": "learned",
+    "bilinear": "bilinear",
+    "none": "none",
+}
+
+
+def _step_worker(cfg_dict: dict, image_size: int, steps: int, batch: int, queue) -> None:
+    """Runs in its own process, so its peak RSS is the variant's own."""
+    import resource
+    import time
+
+    import keras
+    import numpy as np
+
+    from lresizervit.config import config_from_dict
+    from lresizervit.models.regressor import build_regressor, make_loss
+
+    cfg = config_from_dict(cfg_dict)
+    keras.mixed_precision.set_global_policy(cfg.train.precision)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model = build_regressor(cfg.model, image_size)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4), loss=make_loss(cfg.model))
+    rng = np.random.default_rng(0)
+    x = {"image": rng.integers(0, 256, (batch, image_size, image_size, 3), dtype=np.uint8),
+         "metadata": rng.integers(0, 2, (batch, 12)).astype("float32")}
+    y = rng.uniform(1, 100, batch).astype("float32")
+    model.train_on_batch(x, y)  # trace + first step: not timed
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - t0)
+    queue.put({
+        "parameters": int(model.count_params()),
+        "step_seconds": sorted(times)[len(times) // 2],
+        "step_seconds_runs": times,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_model_mib": rss_before / 1024,
+    })
+
+
+def bench_step(cfg: Config, batch: int = 4, steps: int = 3, variants=("learned", "bilinear", "none")) -> dict:
+    """Seconds per train step and peak memory for each resizer mode, at the config's sizes, each variant
+    in a fresh process (peak RSS is per process), run one after the other on the same machine."""
+    import multiprocessing as mp
+
+    import tensorflow as tf
+
+    ctx = mp.get_context("spawn")
+    rows = {}
+    for mode in variants:
+        tree = cfg.to_dict()
+        tree["model"]["resizer"]["mode"] = STEP_VARIANTS[mode]
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_step_worker, args=(tree, cfg.data.image_size, steps, batch, queue))
+        proc.start()
+        result = queue.get()
+        proc.join()
+        seen = cfg.data.image_size if mode == "none" else cfg.model.resizer.target_size
+        rows[f"{mode} {cfg.data.image_size}->{seen}"] = result
+    base_name = next(iter(rows))
+    base = rows[base_name]["step_seconds"]
+    for row in rows.values():
+        row["step_time_vs_first"] = row["step_seconds"] / base
+    return {"what": "train step", "backbone": cfg.model.backbone.name, "batch": batch, "steps": steps,
+            "precision": cfg.train.precision, "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"TensorFlow {tf.__version__}", "variants": rows}

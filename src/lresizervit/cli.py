@@ -125,9 +125,23 @@ def cmd_validate(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from lresizervit.bench import bench_loader
+    from lresizervit.bench import bench_loader, bench_step
 
     cfg = _config(args)
+    if args.what == "step":
+        result = bench_step(cfg, batch=args.batch, steps=args.steps)
+        if args.json:
+            from lresizervit.io_utils import atomic_write_json
+
+            atomic_write_json(args.json, result)
+        print(f"train step of {result['backbone']}, batch {result['batch']}, {result['precision']}, median of "
+              f"{result['steps']} steps after one untimed step, each variant in its own process ({result['machine']})")
+        print("| variant | parameters | s/step | vs first | peak RSS MiB | RSS before model MiB |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, row in result["variants"].items():
+            print(f"| {name} | {row['parameters']:,} | {row['step_seconds']:.2f} | {row['step_time_vs_first']:.2f}x"
+                  f" | {row['peak_rss_mib']:.0f} | {row['rss_before_model_mib']:.0f} |")
+        return
     result = bench_loader(cfg, n_images=args.images, repeats=args.repeats)
     if args.json:
         from lresizervit.io_utils import atomic_write_json
@@ -188,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--test-csv", default="input/petfinder-pawpularity-score/test.csv")
     sp.set_defaults(func=cmd_validate)
 
-    sp = with_config(sub.add_parser("bench", help="loader images/s vs plain decode_jpeg + resize"))
+    sp = with_config(sub.add_parser("bench", help="loader images/s, or train-step time and memory per resizer mode"))
+    sp.add_argument("--what", choices=("loader", "step"), default="loader")
+    sp.add_argument("--batch", type=int, default=4, help="step: batch size")
+    sp.add_argument("--steps", type=int, default=3, help="step: timed steps per variant (median reported)")
     sp.add_argument("--images", type=int, default=256, help="images to read per pass")
     sp.add_argument("--repeats", type=int, default=3, help="passes per pipeline (median reported)")
     sp.add_argument("--json", default=None, help="also write the raw figures to this JSON file")

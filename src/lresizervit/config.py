@@ -49,7 +49,8 @@ class AugmentConfig:
 
 @dataclass
 class ResizerConfig:
-    # "learned": the Talebi & Milanfar resizer; "bilinear": a fixed resize to target_size (the paper's baseline).
+    # "learned": the Talebi & Milanfar resizer; "bilinear": a fixed resize to target_size (the paper's
+    # baseline); "none": no resize, the backbone sees data.image_size itself (the cost the resizer avoids).
     mode: str = "learned"
     # Size the backbone sees; must be divisible by the backbone's patch size.
     target_size: int = 224
@@ -59,11 +60,19 @@ class ResizerConfig:
     num_res_blocks: int = 1
     # Interpolation of the resize inside the resizer and of its skip path: bilinear, bicubic, area, nearest.
     interpolation: str = "bilinear"
+    # Kernel of the resizer's first and last convolution (7 in the paper).
+    kernel_size: int = 7
+    # Start as exactly the plain resize (last convolution initialised to 0): a pretrained backbone then
+    # first sees the images it was trained on.
+    zero_init_output: bool = False
+    # Clip the output to [-1, 1], the input range of pretrained TF-Hub ViTs (the residual is unbounded).
+    clip_output: bool = False
 
 
 @dataclass
 class BackboneConfig:
-    # A name from the ViT registry (vit_tiny_demo, vit_ti16, vit_s16, vit_b16, ...).
+    # A native ViT from the registry (vit_tiny_demo, vit_ti16, vit_s16, vit_b16, vit_b8, vit_l16), or a
+    # pretrained SavedModel: "savedmodel:/local/dir" or "hub:<TF-Hub / Kaggle Models handle>".
     name: str = "vit_b16"
     # Pool tokens with the class token ("cls") or by averaging them ("gap").
     pooling: str = "cls"
@@ -75,14 +84,22 @@ class BackboneConfig:
 class ModelConfig:
     resizer: ResizerConfig = field(default_factory=ResizerConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    # Width of the MLP over the 12 metadata columns (0 = image only).
+    # "concat": an MLP over the 12 metadata columns, concatenated with the image features; "none": image
+    # only (the host says production photos carry no metadata).
+    fusion: str = "concat"
+    # Width of the metadata MLP.
     metadata_units: int = 32
+    # Probability of zeroing a sample's whole metadata vector while training, so the model also copes
+    # without it.
+    metadata_dropout: float = 0.0
     # Width of the hidden layer of the head over the fused features.
     head_units: int = 128
     # Dropout on the fused features before the head.
     head_dropout: float = 0.1
     # "bce": sigmoid output, BCE on Pawpularity/100 (the competition's winning trick); "mse": linear output.
     loss: str = "bce"
+    # BCE only: targets t/100 become t/100 * (1 - s) + s / 2.
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -99,6 +116,9 @@ class TrainConfig:
     seed: int = 42
     # Print one line per epoch (0) or a progress bar (1).
     verbose: int = 0
+    # "float32", "mixed_bfloat16" (CPU, TPU, recent GPUs) or "mixed_float16" (GPUs; loss scaling is
+    # automatic). The head and the loss stay float32.
+    precision: str = "float32"
 
 
 @dataclass
@@ -131,10 +151,12 @@ class Config:
 
 # Values allowed for the string-valued choice keys: checked at load time, so a typo fails before training.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.resizer.mode": ("learned", "bilinear"),
+    "model.resizer.mode": ("learned", "bilinear", "none"),
     "model.resizer.interpolation": ("bilinear", "bicubic", "area", "nearest"),
     "model.backbone.pooling": ("cls", "gap"),
     "model.loss": ("bce", "mse"),
+    "model.fusion": ("concat", "none"),
+    "train.precision": ("float32", "mixed_bfloat16", "mixed_float16"),
     "predict.tta": ("none", "hflip"),
 }
 
@@ -256,6 +278,8 @@ def _check_values(cfg: Config, source: str) -> None:
         "data.n_folds": cfg.data.n_folds - 1,  # at least 2 folds
         "model.resizer.target_size": cfg.model.resizer.target_size,
         "model.resizer.filters": cfg.model.resizer.filters,
+        "model.resizer.kernel_size": cfg.model.resizer.kernel_size,
+        "model.metadata_units": cfg.model.metadata_units,
         "train.epochs": cfg.train.epochs,
         "train.batch_size": cfg.train.batch_size,
         "predict.batch_size": cfg.predict.batch_size,
@@ -268,13 +292,14 @@ def _check_values(cfg: Config, source: str) -> None:
     if not 0.0 < cfg.augment.crop_scale_min <= 1.0:
         raise ConfigError(f"{source}: key 'augment.crop_scale_min' must be in (0, 1]")
     for key in ("augment.hflip_p", "augment.color_jitter_p", "augment.coarse_dropout_p",
-                "model.head_dropout", "model.backbone.dropout", "train.warmup_fraction"):
+                "model.head_dropout", "model.backbone.dropout", "train.warmup_fraction",
+                "model.metadata_dropout", "model.label_smoothing"):
         value = _get(cfg, key)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{source}: key '{key}' must be in [0, 1], got {value!r}")
     if cfg.train.learning_rate <= 0:
         raise ConfigError(f"{source}: key 'train.learning_rate' must be > 0")
-    if cfg.model.resizer.target_size > cfg.data.image_size:
+    if cfg.model.resizer.mode != "none" and cfg.model.resizer.target_size > cfg.data.image_size:
         raise ConfigError(
             f"{source}: key 'model.resizer.target_size' ({cfg.model.resizer.target_size}) is larger than "
             f"'data.image_size' ({cfg.data.image_size}): the resizer only shrinks"

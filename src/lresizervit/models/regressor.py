@@ -11,71 +11,137 @@ from keras import layers, ops
 
 from lresizervit.config import ModelConfig
 from lresizervit.data.schema import META_COLUMNS
+from lresizervit.models.backbones import backbone_patch_size, build_backbone
 from lresizervit.models.resizer import FixedResize, LearnableResizer
-from lresizervit.models.vit import build_vit, get_vit_spec
 
 TARGET_SCALE = 100.0
 
 
 @keras.saving.register_keras_serializable(package="lresizervit")
-def pawpularity_bce(y_true, y_pred):
+class PawpularityBCE(keras.losses.Loss):
     """BCE on Pawpularity/100 against the sigmoid head's output (also /100): the winning teams' loss."""
-    y_true = ops.cast(ops.reshape(y_true, (-1,)), "float32") / TARGET_SCALE
-    y_pred = ops.cast(ops.reshape(y_pred, (-1,)), "float32") / TARGET_SCALE
-    return keras.losses.binary_crossentropy(y_true[:, None], y_pred[:, None])
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "pawpularity_bce", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(ops.reshape(y_true, (-1, 1)), "float32") / TARGET_SCALE
+        y_pred = ops.cast(ops.reshape(y_pred, (-1, 1)), "float32") / TARGET_SCALE
+        return keras.losses.binary_crossentropy(y_true, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 @keras.saving.register_keras_serializable(package="lresizervit")
-def pawpularity_mse(y_true, y_pred):
+class PawpularityMSE(keras.losses.Loss):
     """MSE on the 0..1 scale (same optimum as on 1..100, gradients of a sane size)."""
-    y_true = ops.cast(ops.reshape(y_true, (-1,)), "float32") / TARGET_SCALE
-    y_pred = ops.cast(ops.reshape(y_pred, (-1,)), "float32") / TARGET_SCALE
-    return ops.square(y_true - y_pred)
+
+    def __init__(self, name: str = "pawpularity_mse", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(ops.reshape(y_true, (-1,)), "float32") / TARGET_SCALE
+        y_pred = ops.cast(ops.reshape(y_pred, (-1,)), "float32") / TARGET_SCALE
+        return ops.square(y_true - y_pred)
 
 
-LOSSES = {"bce": pawpularity_bce, "mse": pawpularity_mse}
+def make_loss(cfg: ModelConfig) -> keras.losses.Loss:
+    if cfg.loss == "bce":
+        return PawpularityBCE(cfg.label_smoothing)
+    if cfg.loss == "mse":
+        return PawpularityMSE()
+    raise ValueError(f"model.loss must be 'bce' or 'mse', got {cfg.loss!r}")
+
+
+@keras.saving.register_keras_serializable(package="lresizervit")
+class BranchDropout(layers.Layer):
+    """While training, zero a sample's whole input vector with probability `rate` (no rescaling: zero
+    means "absent", as for a photo that comes without metadata)."""
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0.0:
+            return x
+        keep = keras.random.uniform((ops.shape(x)[0], 1), seed=self.seed_generator) >= self.rate
+        return x * ops.cast(keep, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
 def build_regressor(cfg: ModelConfig, image_size: int) -> keras.Model:
-    """Inputs: {"image": uint8 [B, S, S, 3], "metadata": float32 [B, 12]}; output: Pawpularity [B, 1]."""
-    spec = get_vit_spec(cfg.backbone.name)
-    target = cfg.resizer.target_size
-    if target % spec.patch_size:
+    """Inputs: {"image": uint8 [B, S, S, 3], "metadata": float32 [B, 12]}; output: Pawpularity [B, 1].
+
+    The layer named "embeddings" holds the fused features before the head (see `embedding_model`).
+    """
+    rc = cfg.resizer
+    patch = backbone_patch_size(cfg.backbone.name)
+    backbone_size = image_size if rc.mode == "none" else rc.target_size
+    key = "data.image_size" if rc.mode == "none" else "model.resizer.target_size"
+    if patch is not None and backbone_size % patch:
         raise ValueError(
-            f"model.resizer.target_size {target} is not divisible by the patch size {spec.patch_size} "
-            f"of backbone {cfg.backbone.name!r}"
+            f"{key} {backbone_size} is not divisible by the patch size {patch} of backbone {cfg.backbone.name!r}"
         )
     image = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     metadata = keras.Input((len(META_COLUMNS),), dtype="float32", name="metadata")
 
     # Pixels arrive as uint8 (4x smaller tf.data buffers); scale to [-1, 1] here, the range TF-Hub ViTs expect.
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_pixels")(ops.cast(image, "float32"))
-    if cfg.resizer.mode == "learned":
+    if rc.mode == "learned":
         x = LearnableResizer(
-            target, filters=cfg.resizer.filters, num_res_blocks=cfg.resizer.num_res_blocks,
-            interpolation=cfg.resizer.interpolation, patch_size=spec.patch_size, name="resizer",
+            rc.target_size, filters=rc.filters, num_res_blocks=rc.num_res_blocks,
+            interpolation=rc.interpolation, first_kernel_size=rc.kernel_size, patch_size=patch,
+            zero_init_output=rc.zero_init_output, clip_output=rc.clip_output, name="resizer",
         )(x)
-    elif cfg.resizer.mode == "bilinear":
-        x = FixedResize(target, interpolation=cfg.resizer.interpolation, name="resizer")(x)
-    else:
-        raise ValueError(f"model.resizer.mode must be 'learned' or 'bilinear', got {cfg.resizer.mode!r}")
+    elif rc.mode == "bilinear":
+        x = FixedResize(rc.target_size, interpolation=rc.interpolation, name="resizer")(x)
+    elif rc.mode != "none":
+        raise ValueError(f"model.resizer.mode must be 'learned', 'bilinear' or 'none', got {rc.mode!r}")
 
-    backbone = build_vit(cfg.backbone.name, target, pooling=cfg.backbone.pooling, dropout=cfg.backbone.dropout)
+    backbone = build_backbone(cfg.backbone.name, backbone_size, pooling=cfg.backbone.pooling,
+                              dropout=cfg.backbone.dropout, size_key=key)
     features = backbone(x)
-    if cfg.metadata_units > 0:
-        m = layers.Dense(cfg.metadata_units, activation="gelu", name="metadata_mlp")(metadata)
-        features = layers.Concatenate(name="fuse")([features, m])
+    if cfg.fusion == "concat":
+        m = BranchDropout(cfg.metadata_dropout, name="metadata_dropout")(metadata)
+        m = layers.Dense(cfg.metadata_units, activation="gelu", name="metadata_mlp")(m)
+        features = layers.Concatenate(name="fuse")([ops.cast(features, m.dtype), m])
+    elif cfg.fusion != "none":
+        raise ValueError(f"model.fusion must be 'concat' or 'none', got {cfg.fusion!r}")
+    features = layers.Identity(name="embeddings")(features)
     features = layers.Dropout(cfg.head_dropout, name="head_dropout")(features)
     h = layers.Dense(cfg.head_units, activation="gelu", name="head_hidden")(features)
+    # The head's output and everything after it stay float32 under mixed precision: a sigmoid near 0 or 1
+    # and the BCE of it lose too much in 8 bits of mantissa.
     if cfg.loss == "bce":
-        out = layers.Dense(1, activation="sigmoid", name="head_out")(h)
+        out = layers.Dense(1, activation="sigmoid", name="head_out", dtype="float32")(h)
     else:
         # Start at the competition's mean (0.38 on the 0..1 scale) so early epochs are not spent finding it.
-        out = layers.Dense(1, bias_initializer=keras.initializers.Constant(0.38), name="head_out")(h)
-    out = layers.Rescaling(TARGET_SCALE, name="pawpularity")(out)
+        out = layers.Dense(1, bias_initializer=keras.initializers.Constant(0.38), name="head_out",
+                           dtype="float32")(h)
+    out = layers.Rescaling(TARGET_SCALE, name="pawpularity", dtype="float32")(out)
     return keras.Model({"image": image, "metadata": metadata}, out, name="lresizervit")
+
+
+def embedding_model(model: keras.Model) -> keras.Model:
+    """The same inputs → the fused features before the head (for an SVR head on embeddings)."""
+    return keras.Model(model.inputs, model.get_layer("embeddings").output, name="lresizervit_embeddings")
 
 
 def load_model(path) -> keras.Model:
     """Reload a saved fold model for inference: only this package is needed for its custom layers."""
-    return keras.saving.load_model(path, compile=False)
+    # safe_mode=False: a pretrained backbone is a TFSMLayer, which Keras refuses to deserialise in safe mode
+    # (it loads a SavedModel graph). Fold models are this project's own artefacts; load only those you trust.
+    # Such a model also needs its SavedModel folder at the path it was trained with.
+    return keras.saving.load_model(path, compile=False, safe_mode=False)

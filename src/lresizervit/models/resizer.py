@@ -31,7 +31,11 @@ def _pair(size: int | tuple[int, int], name: str) -> tuple[int, int]:
 def resize_images(x, size: tuple[int, int], interpolation: str):
     # "area" has no antialias flag (it is an average already); the others get one when shrinking.
     antialias = interpolation in ("bilinear", "bicubic")
-    return ops.image.resize(x, size, interpolation=interpolation, antialias=antialias)
+    dtype = x.dtype
+    # TF's antialiased resize (ScaleAndTranslate) has no half-precision gradient: resize in float32 and
+    # cast back, so mixed precision trains.
+    out = ops.image.resize(ops.cast(x, "float32"), size, interpolation=interpolation, antialias=antialias)
+    return ops.cast(out, dtype)
 
 
 @keras.saving.register_keras_serializable(package="lresizervit")
@@ -67,6 +71,8 @@ class LearnableResizer(layers.Layer):
         first_kernel_size: kernel of the first and last convolution (7 in the paper).
         leaky_alpha: negative slope of every LeakyReLU (0.2 in the paper).
         patch_size: if given, target_size must be divisible by it (the backbone's patch size).
+        zero_init_output: initialise the last convolution to 0, so the layer starts as the plain resize.
+        clip_output: clip the output to [-1, 1] (the range of its input, and of pretrained ViTs' inputs).
     """
 
     def __init__(
@@ -78,6 +84,8 @@ class LearnableResizer(layers.Layer):
         first_kernel_size: int = 7,
         leaky_alpha: float = 0.2,
         patch_size: int | None = None,
+        zero_init_output: bool = False,
+        clip_output: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -99,13 +107,16 @@ class LearnableResizer(layers.Layer):
         self.first_kernel_size = int(first_kernel_size)
         self.leaky_alpha = float(leaky_alpha)
         self.patch_size = patch_size
+        self.zero_init_output = bool(zero_init_output)
+        self.clip_output = bool(clip_output)
 
     def build(self, input_shape):
         channels = input_shape[-1]
         f, k = self.filters, self.first_kernel_size
 
-        def conv(n, size, name):
-            return layers.Conv2D(n, size, padding="same", name=name, dtype=self.dtype_policy)
+        def conv(n, size, name, init="glorot_uniform"):
+            return layers.Conv2D(n, size, padding="same", name=name, dtype=self.dtype_policy,
+                                 kernel_initializer=init)
 
         def bn(name):
             return layers.BatchNormalization(name=name, dtype=self.dtype_policy)
@@ -119,7 +130,7 @@ class LearnableResizer(layers.Layer):
                                 conv(f, 3, f"res{i}_conv_b"), bn(f"res{i}_bn_b")))
         self.conv_post = conv(f, 3, "conv_post")
         self.bn_post = bn("bn_post")
-        self.conv_out = conv(channels, k, "conv_out")
+        self.conv_out = conv(channels, k, "conv_out", "zeros" if self.zero_init_output else "glorot_uniform")
 
         hw = self.target_size
         self.conv_in.build(input_shape)
@@ -150,7 +161,10 @@ class LearnableResizer(layers.Layer):
             y = self._act(bn_a(conv_a(h), training=training))
             h = h + bn_b(conv_b(y), training=training)
         h = self.bn_post(self.conv_post(h), training=training) + r
-        return self.conv_out(h) + skip
+        out = self.conv_out(h) + skip
+        # The skip path is in the input's range; the learned residual is not. A pretrained backbone saw
+        # only [-1, 1] in training, so clipping keeps it in the regime its weights know.
+        return ops.clip(out, -1.0, 1.0) if self.clip_output else out
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self.target_size, input_shape[-1])
@@ -165,6 +179,8 @@ class LearnableResizer(layers.Layer):
             "first_kernel_size": self.first_kernel_size,
             "leaky_alpha": self.leaky_alpha,
             "patch_size": self.patch_size,
+            "zero_init_output": self.zero_init_output,
+            "clip_output": self.clip_output,
         }
 
 

@@ -41,7 +41,11 @@ def get_vit_spec(name: str) -> ViTSpec:
 
 @keras.saving.register_keras_serializable(package="lresizervit")
 class PatchEmbedding(layers.Layer):
-    """Non-overlapping patches → linear projection, prepend a class token, add position embeddings."""
+    """Non-overlapping patches → linear projection, prepend a class token, add position embeddings.
+
+    The position embeddings are a grid for `image_size`; an input of another size (divisible by the patch)
+    gets them bicubically interpolated, as the ViT paper does when fine-tuning at a higher resolution.
+    """
 
     def __init__(self, image_size: int, patch_size: int, hidden_dim: int, **kwargs):
         super().__init__(**kwargs)
@@ -50,9 +54,19 @@ class PatchEmbedding(layers.Layer):
         self.image_size = int(image_size)
         self.patch_size = int(patch_size)
         self.hidden_dim = int(hidden_dim)
-        self.num_patches = (image_size // patch_size) ** 2
+        self.grid = image_size // patch_size
+        self.num_patches = self.grid**2
+
+    def _input_grid(self, input_shape) -> tuple[int, int]:
+        h, w = input_shape[1], input_shape[2]
+        if h is None or w is None:
+            raise ValueError("PatchEmbedding needs a static input height and width")
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"input size {h}x{w} is not divisible by patch size {self.patch_size}")
+        return h // self.patch_size, w // self.patch_size
 
     def build(self, input_shape):
+        self._input_grid(input_shape)
         self.projection = layers.Conv2D(
             self.hidden_dim, self.patch_size, strides=self.patch_size, name="projection",
             dtype=self.dtype_policy,
@@ -68,16 +82,28 @@ class PatchEmbedding(layers.Layer):
         )
         self.built = True
 
+    def _positions(self, grid_h: int, grid_w: int, dtype):
+        pos = ops.cast(self.position_embedding, dtype)
+        if (grid_h, grid_w) == (self.grid, self.grid):
+            return pos
+        cls_pos, patch_pos = pos[:, :1], pos[:, 1:]
+        patch_pos = ops.reshape(patch_pos, (1, self.grid, self.grid, self.hidden_dim))
+        patch_pos = ops.image.resize(ops.cast(patch_pos, "float32"), (grid_h, grid_w), interpolation="bicubic")
+        patch_pos = ops.cast(ops.reshape(patch_pos, (1, grid_h * grid_w, self.hidden_dim)), dtype)
+        return ops.concatenate([cls_pos, patch_pos], axis=1)
+
     def call(self, images):
+        grid_h, grid_w = self._input_grid(images.shape)
         x = self.projection(images)
         batch = ops.shape(x)[0]
-        x = ops.reshape(x, (batch, self.num_patches, self.hidden_dim))
+        x = ops.reshape(x, (batch, grid_h * grid_w, self.hidden_dim))
         cls = ops.broadcast_to(ops.cast(self.class_token, x.dtype), (batch, 1, self.hidden_dim))
         x = ops.concatenate([cls, x], axis=1)
-        return x + ops.cast(self.position_embedding, x.dtype)
+        return x + self._positions(grid_h, grid_w, x.dtype)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_patches + 1, self.hidden_dim)
+        grid_h, grid_w = self._input_grid(input_shape)
+        return (input_shape[0], grid_h * grid_w + 1, self.hidden_dim)
 
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size, "patch_size": self.patch_size,
@@ -126,13 +152,22 @@ class TransformerBlock(layers.Layer):
                 "mlp_dim": self.mlp_dim, "dropout": self.dropout}
 
 
-def build_vit(name: str, image_size: int, pooling: str = "cls", dropout: float = 0.0) -> keras.Model:
-    """A ViT feature extractor: `[B, S, S, 3]` in [-1, 1] → `[B, hidden_dim]`."""
+def build_vit(
+    name: str, image_size: int, pooling: str = "cls", dropout: float = 0.0, position_grid_size: int | None = None
+) -> keras.Model:
+    """A ViT feature extractor: `[B, S, S, 3]` in [-1, 1] → `[B, hidden_dim]`.
+
+    `position_grid_size` is the image size the position embeddings are made for (default: `image_size`);
+    e.g. weights made for 224 can run at 512, their position embeddings interpolated.
+    """
     spec = get_vit_spec(name)
     if pooling not in ("cls", "gap"):
         raise ValueError(f"pooling must be 'cls' or 'gap', got {pooling!r}")
+    if image_size % spec.patch_size:
+        raise ValueError(f"target size {image_size} is not divisible by patch size {spec.patch_size}")
     inputs = keras.Input((image_size, image_size, 3), name="pixels")
-    x = PatchEmbedding(image_size, spec.patch_size, spec.hidden_dim, name="patch_embedding")(inputs)
+    x = PatchEmbedding(position_grid_size or image_size, spec.patch_size, spec.hidden_dim,
+                       name="patch_embedding")(inputs)
     for i in range(spec.depth):
         x = TransformerBlock(spec.hidden_dim, spec.num_heads, spec.mlp_dim, dropout, name=f"block_{i}")(x)
     x = layers.LayerNormalization(epsilon=1e-6, name="final_norm")(x)

@@ -26,7 +26,7 @@ from lresizervit.config import Config, save_config
 from lresizervit.data.folds import read_folds
 from lresizervit.data.schema import FOLD, ID, META_COLUMNS, TARGET, check_images
 from lresizervit.io_utils import atomic_write_csv, atomic_write_json
-from lresizervit.models.regressor import LOSSES, build_regressor, load_model
+from lresizervit.models.regressor import build_regressor, load_model, make_loss
 
 MODEL_FILE = "model.keras"
 # Keys that may differ between the folds of one experiment without changing what was trained.
@@ -168,6 +168,9 @@ def compile_model(cfg: Config, steps_per_epoch: int) -> keras.Model:
         warmup_target=cfg.train.learning_rate if warmup else None,
         warmup_steps=warmup,
     )
+    # The policy is read by every layer at construction; the saved model records it per layer, so
+    # prediction needs no such call.
+    keras.mixed_precision.set_global_policy(cfg.train.precision)
     model = build_regressor(cfg.model, cfg.data.image_size)
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.train.weight_decay)
     # Decay the matrices only: shrinking norms, biases and embeddings towards 0 is not regularisation.
@@ -176,7 +179,7 @@ def compile_model(cfg: Config, steps_per_epoch: int) -> keras.Model:
     )
     model.compile(
         optimizer=optimizer,
-        loss=LOSSES[cfg.model.loss],
+        loss=make_loss(cfg.model),
         metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
     )
     return model

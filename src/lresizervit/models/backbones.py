@@ -1,0 +1,288 @@
+"""Backbone registry: native ViTs from `models/vit.py`, or pretrained SavedModels (local or TF-Hub / Kaggle).
+
+A backbone is named by a string:
+- a registry name (`vit_tiny_demo`, `vit_b16`, ...): a native Keras ViT built from scratch by `build_vit`;
+- `savedmodel:/local/dir`: a TF2 SavedModel folder (holding `saved_model.pb`), e.g. a TF-Hub ViT feature
+  extractor attached to a Kaggle notebook as a dataset (`savedmodel:/kaggle/input/vit-b16-fe`);
+- `hub:<handle>`: a TF-Hub / Kaggle Models URL, resolved to a local folder by `tensorflow_hub.resolve`
+  (needs the internet or a `TFHUB_CACHE_DIR` that already holds the model).
+
+A SavedModel backbone takes float32 `[B, H, W, 3]` pixels in [-1, 1] at the fixed size of its signature and
+returns `[B, D]` features. It is fine-tunable: its variables are the SavedModel's own, wrapped (not copied).
+
+Saving: a model holding a SavedModel backbone saves to `.keras` with all its (fine-tuned) weights, but the
+graph stays in the SavedModel: the archive stores the folder's absolute path, so reloading needs that folder
+at the same path, and `keras.saving.load_model(..., safe_mode=False)` (Keras refuses by default to load a
+layer that executes an external SavedModel's graph).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import tempfile
+import threading
+import urllib.parse
+import urllib.request
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from lresizervit.models.vit import VIT_VARIANTS, build_vit, get_vit_spec
+
+SAVEDMODEL_PREFIX = "savedmodel:"
+HUB_PREFIX = "hub:"
+# The config key that sets the size the backbone sees; named in errors so the user knows what to change.
+TARGET_SIZE_KEY = "model.resizer.target_size"
+# Offline, an unresolvable host or a silently dropping firewall must not stall a run: probe this long at most.
+HUB_PROBE_TIMEOUT_S = 5.0
+
+
+class BackboneUnavailableError(FileNotFoundError):
+    """A `hub:` backbone cannot be fetched (no network, no cached copy); the message says what to do."""
+
+
+@keras.saving.register_keras_serializable(package="lresizervit")
+class TrainableTFSMLayer(layers.TFSMLayer):
+    """A `TFSMLayer` that stateful optimizers (Adam, AdamW, SGD with momentum) can fine-tune.
+
+    Keras >= 3.10 names an optimizer slot after its variable (`<name>_momentum`) inside a name scope, and a
+    SavedModel's variable names keep TF1's `:0` suffix, which a scope name may not contain: the first
+    training step fails with `'patch_embed_kernel:0_momentum' is not a valid scope name`. Replacing `:` as
+    well as `/` in the wrapper's name fixes it.
+
+    Also: the layer computes in float32 whatever the global dtype policy (a SavedModel signature's dtype is
+    fixed; under `mixed_bfloat16` a plain TFSMLayer would feed it bfloat16 and fail), and a signature's dict
+    output is reduced to one tensor (`output_key`, or the only output).
+    """
+
+    def __init__(
+        self,
+        filepath: str,
+        call_endpoint: str = "serving_default",
+        call_training_endpoint: str | None = None,
+        trainable: bool = True,
+        name: str | None = None,
+        dtype=None,
+        output_key: str | None = None,
+    ):
+        if not os.path.isfile(os.path.join(str(filepath), "saved_model.pb")):
+            # Mostly hit when reloading a saved model whose SavedModel folder moved: say why it is needed.
+            raise FileNotFoundError(
+                f"SavedModel folder {filepath!r} not found (no saved_model.pb there). A model with a "
+                "SavedModel backbone reads the backbone's graph from that folder (its fine-tuned weights are "
+                "in the .keras file): make the folder available at that same path."
+            )
+        super().__init__(
+            filepath,
+            call_endpoint=call_endpoint,
+            call_training_endpoint=call_training_endpoint,
+            trainable=trainable,
+            name=name,
+            dtype="float32" if dtype is None else dtype,
+        )
+        self.output_key = output_key
+
+    def _add_existing_weight(self, weight):
+        # Same as the parent's (which wraps: a Keras TF Variable built from a tf.Variable keeps that very
+        # variable as its value, so training updates the SavedModel's own variables) but ':'-free.
+        variable = keras.Variable(
+            initializer=weight,
+            trainable=weight.trainable,
+            dtype=weight.dtype,
+            shape=weight.shape,
+            name=weight.name.replace("/", "_").replace(":", "_"),
+        )
+        self._track_variable(variable)
+
+    def call(self, inputs, training=False, **kwargs):
+        # The signature's input dtype is fixed (float32 for TF-Hub ViTs): cast whatever the policy produced.
+        inputs = tf.nest.map_structure(lambda x: tf.cast(x, self.compute_dtype), inputs)
+        outputs = super().call(inputs, training=training, **kwargs)
+        if not isinstance(outputs, dict):
+            return outputs
+        if self.output_key is not None:
+            if self.output_key not in outputs:
+                raise ValueError(
+                    f"SavedModel {self.filepath!r} endpoint {self.call_endpoint!r} has no output "
+                    f"{self.output_key!r}; its outputs: {sorted(outputs)}"
+                )
+            return outputs[self.output_key]
+        if len(outputs) != 1:
+            raise ValueError(
+                f"SavedModel {self.filepath!r} endpoint {self.call_endpoint!r} returns several outputs "
+                f"{sorted(outputs)}: pick one with output_key"
+            )
+        return next(iter(outputs.values()))
+
+    def get_config(self):
+        return {**super().get_config(), "output_key": self.output_key}
+
+
+def is_savedmodel_spec(name_or_spec: str) -> bool:
+    return name_or_spec.startswith((SAVEDMODEL_PREFIX, HUB_PREFIX))
+
+
+def _offline_advice(spec: str) -> str:
+    cache = os.environ.get("TFHUB_CACHE_DIR") or "(unset)"
+    return (
+        f"backbone {spec!r} needs the internet, or a TFHUB_CACHE_DIR (now {cache}) that already holds this "
+        "model. Offline (e.g. a Kaggle inference notebook), attach the model as a Kaggle dataset (or Kaggle "
+        "Model) and use backbone 'savedmodel:/kaggle/input/<name>', the folder that holds saved_model.pb"
+    )
+
+
+def _hub_cache_dir_for(handle: str) -> str:
+    # tensorflow_hub 0.16's compressed-download cache key (compressed_module_resolver._module_dir): a hit
+    # there makes hub.resolve return without touching the network, so only a miss needs the network probe.
+    cache_dir = os.environ.get("TFHUB_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "tfhub_modules")
+    return os.path.join(cache_dir, hashlib.sha1(handle.encode("utf8")).hexdigest())
+
+
+def _network_probe(url: str, timeout_s: float) -> str | None:
+    """None if the host (or the proxy urllib would use) accepts a TCP connection within timeout_s, else why."""
+    parsed = urllib.parse.urlparse(url)
+    scheme = "https" if parsed.scheme == "gs" else parsed.scheme
+    host = "storage.googleapis.com" if parsed.scheme == "gs" else parsed.hostname
+    port = parsed.port or (443 if scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(scheme)
+    if proxy:
+        proxy_url = urllib.parse.urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_url.hostname, proxy_url.port or 80
+    failure: list[str] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                pass
+        except OSError as exc:
+            failure.append(f"cannot reach {host}:{port}: {exc}")
+        done.set()
+
+    # A thread, because name resolution (getaddrinfo) ignores socket timeouts and can hang for long offline.
+    threading.Thread(target=probe, daemon=True).start()
+    if not done.wait(timeout_s):
+        return f"no answer from {host}:{port} within {timeout_s:g} s"
+    return failure[0] if failure else None
+
+
+def _resolve_hub(spec: str, handle: str) -> str:
+    import tensorflow_hub as hub
+
+    remote = urllib.parse.urlparse(handle).scheme in ("http", "https", "gs")
+    if remote:
+        cached = _hub_cache_dir_for(handle)
+        if not (os.path.isdir(cached) and os.listdir(cached)):
+            # hub.resolve has no timeout of its own; fail fast and say what to do instead.
+            why = _network_probe(handle, HUB_PROBE_TIMEOUT_S)
+            if why is not None:
+                raise BackboneUnavailableError(f"{_offline_advice(spec)} ({why})")
+    try:
+        return hub.resolve(handle)
+    except Exception as exc:  # urllib, tf.errors and OSError subclasses: all mean "not fetched"
+        raise BackboneUnavailableError(f"{_offline_advice(spec)} (tensorflow_hub.resolve: {exc})") from exc
+
+
+def resolve_backbone_path(spec: str) -> str:
+    """`savedmodel:/dir` or `hub:<handle>` → an absolute local SavedModel folder holding saved_model.pb."""
+    if spec.startswith(SAVEDMODEL_PREFIX):
+        path = spec[len(SAVEDMODEL_PREFIX):]
+    elif spec.startswith(HUB_PREFIX):
+        path = _resolve_hub(spec, spec[len(HUB_PREFIX):])
+    else:
+        raise ValueError(f"backbone {spec!r} is neither 'savedmodel:/local/dir' nor 'hub:<handle>'")
+    if not path:
+        raise ValueError(f"backbone {spec!r}: empty path after the prefix")
+    # Absolute, because a model saved with this backbone stores the path and may be reloaded from elsewhere.
+    path = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"backbone {spec!r}: folder {path!r} does not exist; expected a TF2 SavedModel folder "
+            "holding saved_model.pb (and variables/)"
+        )
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise FileNotFoundError(
+            f"backbone {spec!r}: folder {path!r} holds no saved_model.pb; expected a TF2 SavedModel folder "
+            "(for a Kaggle dataset, point at the subfolder that holds saved_model.pb)"
+        )
+    return path
+
+
+def _endpoint_input_shape(fn) -> tuple:
+    """The shape of the endpoint's single image input: signatures and restored tf.functions differ."""
+    if hasattr(fn, "structured_input_signature"):
+        signatures = [fn.structured_input_signature]
+    else:
+        signatures = [c.structured_input_signature for c in fn.concrete_functions]
+    specs = [s for sig in signatures for s in tf.nest.flatten(sig) if isinstance(s, tf.TensorSpec)]
+    shapes = {tuple(s.shape.as_list()) if s.shape.rank is not None else None for s in specs}
+    if len(specs) == 0 or len(shapes) != 1:
+        raise ValueError(f"expected one image input [B, H, W, 3]; the endpoint takes {specs}")
+    shape = shapes.pop()
+    if shape is None or len(shape) != 4 or shape[-1] not in (3, None):
+        raise ValueError(f"expected one image input [B, H, W, 3]; the endpoint takes {specs}")
+    return shape
+
+
+def build_savedmodel_backbone(
+    spec: str,
+    image_size: int,
+    endpoint: str = "serving_default",
+    output_key: str | None = None,
+    name: str = "savedmodel_backbone",
+    size_key: str = TARGET_SIZE_KEY,
+) -> keras.Model:
+    """A pretrained, fine-tunable backbone: float32 `[B, S, S, 3]` in [-1, 1] → `[B, D]` features.
+
+    `image_size` is what the resizer produces; it must equal the SavedModel's fixed input size (ViT position
+    embeddings are fixed at export). A signature with unknown H and W accepts any size. `size_key` is the
+    config key a size mismatch error tells the user to change (`data.image_size` when there is no resizer).
+    """
+    path = resolve_backbone_path(spec)
+    layer = TrainableTFSMLayer(path, call_endpoint=endpoint, output_key=output_key, name="savedmodel")
+    _, height, width, _ = _endpoint_input_shape(layer.call_endpoint_fn)
+    for side in (height, width):
+        if side is not None and side != image_size:
+            raise ValueError(
+                f"backbone {spec!r} takes {height}x{width} images but is given "
+                f"{image_size}x{image_size}: set {size_key} to {side}"
+            )
+    # float32 Input: under a mixed policy the upstream resizer emits bfloat16; the layer casts it back.
+    inputs = keras.Input((image_size, image_size, 3), dtype="float32", name="pixels")
+    features = layer(inputs)
+    if len(features.shape) != 2:
+        raise ValueError(
+            f"backbone {spec!r} endpoint {endpoint!r} returns shape {tuple(features.shape)}, not [B, D] "
+            "features: use a feature-extractor SavedModel (e.g. TF-Hub's *_fe ViTs) or another output_key"
+        )
+    return keras.Model(inputs, features, name=name)
+
+
+def backbone_patch_size(name_or_spec: str) -> int | None:
+    """The native ViT's patch size, or None for a SavedModel (its fixed input size is checked instead)."""
+    if is_savedmodel_spec(name_or_spec):
+        return None
+    return get_vit_spec(name_or_spec).patch_size
+
+
+def build_backbone(
+    name_or_spec: str, image_size: int, pooling: str = "cls", dropout: float = 0.0, size_key: str = TARGET_SIZE_KEY
+) -> keras.Model:
+    """A registry name → native ViT (`build_vit`); `savedmodel:` / `hub:` → pretrained SavedModel backbone."""
+    if not is_savedmodel_spec(name_or_spec):
+        if name_or_spec not in VIT_VARIANTS:
+            raise ValueError(
+                f"unknown backbone {name_or_spec!r}; known: {', '.join(VIT_VARIANTS)}, "
+                "or 'savedmodel:/local/dir', or 'hub:<handle>'"
+            )
+        return build_vit(name_or_spec, image_size, pooling=pooling, dropout=dropout)
+    # A SavedModel's pooling and dropout were fixed at export: refuse settings that would be ignored silently.
+    if pooling != "cls" or dropout != 0.0:
+        raise ValueError(
+            f"backbone {name_or_spec!r}: pooling and dropout are fixed inside a SavedModel; leave "
+            f"model.backbone.pooling='cls' and model.backbone.dropout=0.0 (got {pooling!r}, {dropout})"
+        )
+    return build_savedmodel_backbone(name_or_spec, image_size, size_key=size_key)
