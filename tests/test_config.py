@@ -13,7 +13,7 @@ def write(tmp_path, text, name="exp.yaml"):
     return p
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "demo.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
 def test_shipped_configs_load(name):
     cfg = load_config(ROOT / "configs" / name)
     assert isinstance(cfg, Config)
