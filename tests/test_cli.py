@@ -90,3 +90,27 @@ def test_bench_loader_reports_every_pipeline(tiny_data, capsys):
     for row in result["pipelines"].values():
         assert row["images_per_second"] > 0 and len(row["runs"]) == 1
     assert "| plain decode_jpeg + resize |" in capsys.readouterr().out
+
+
+def test_undecodable_image_is_one_error_line_naming_the_file(tmp_path, capsys):
+    """check-data only checks existence; an image that will not decode must still fail as one line."""
+    generate(tmp_path / "data", 8, 2, SynthParams(seed=5, min_side=32, max_side=40, max_long_side=48), workers=1)
+    test = pd.read_csv(tmp_path / "data" / "test.csv", dtype={"Id": str})
+    bad = tmp_path / "data" / "test" / f"{test['Id'][1]}.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    models = tmp_path / "models" / "x"
+    (models / "fold_0").mkdir(parents=True)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: x\noutput_dir: {tmp_path / 'models'}\ndata:\n  dir: {tmp_path / 'data'}\n"
+                   f"  image_size: 32\nmodel:\n  resizer:\n    target_size: 16\n  backbone:\n    name: vit_tiny_demo\n")
+    # A one-fold "experiment" with a real (untrained) model, enough for the predictor to reach the images.
+    from lresizervit.config import load_config, save_config
+    from lresizervit.models.regressor import build_regressor
+
+    c = load_config(cfg)
+    save_config(c, models / "config.yaml")
+    build_regressor(c.model, 32).save(models / "fold_0" / "model.keras")
+    (models / "fold_0" / "metrics.json").write_text('{"n_folds": 1}')
+    assert main(["predict", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot decode image") and str(bad) in err and len(err.splitlines()) == 1

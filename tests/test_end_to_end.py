@@ -57,7 +57,7 @@ def test_synth_folds_train_predict(tmp_path):
         assert len(history) == 1 and {"loss", "rmse", "val_rmse", "lr"} <= set(history.columns)
         oof = pd.read_csv(fold / "oof.csv", dtype={"Id": str})
         assert list(oof.columns) == ["Id", "kfold", "Pawpularity", "pred"]
-        assert (oof["kfold"] == k).all() and np.isfinite(oof["pred"]).all()
+        assert (oof["kfold"] == k).all() and oof["pred"].between(1, 100).all()
         assert set(oof["Id"]) == set(folds.loc[folds["kfold"] == k, "Id"])
         metrics = json.loads((fold / "metrics.json").read_text())
         assert metrics["n_folds"] == 2 and metrics["epochs"] == 1 and metrics["train_images_per_second"] > 0
@@ -69,6 +69,11 @@ def test_synth_folds_train_predict(tmp_path):
     assert len(all_oof) == 36 and cv["n_oof"] == 36 and cv["n_folds"] == 2
     assert cv["cv_rmse"] == pytest.approx(np.sqrt(np.mean((all_oof["Pawpularity"] - all_oof["pred"]) ** 2)))
     assert cv["noise_floor_rmse"] > 0 and cv["constant_baseline_rmse"] > 0
+    # The honest constant baseline: each fold predicts the mean of its own training part.
+    const = folds["kfold"].map({k: folds.loc[folds["kfold"] != k, "Pawpularity"].mean() for k in (0, 1)})
+    assert cv["constant_baseline_rmse"] == pytest.approx(np.sqrt(np.mean((folds["Pawpularity"] - const) ** 2)))
+    report = run_dir / "report" / "report.md"
+    assert report.is_file() and "learning_curves.png" in report.read_text()
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["name"] == "tiny" and saved["train"]["epochs"] == 1
 

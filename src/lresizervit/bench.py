@@ -56,12 +56,7 @@ def bench_loader(cfg: Config, n_images: int = 256, repeats: int = 3) -> dict:
             f"TensorFlow {tf.__version__}", "pipelines": rows}
 
 
-STEP_VARIANTS = {
-    # name: (resizer mode, input size); the target size and backbone come from the config.
-    "learned": "learned",
-    "bilinear": "bilinear",
-    "none": "none",
-}
+STEP_TIMEOUT_S = 3600
 
 
 def _step_worker(cfg_dict: dict, image_size: int, steps: int, batch: int, queue) -> None:
@@ -110,11 +105,17 @@ def bench_step(cfg: Config, batch: int = 4, steps: int = 3, variants=("learned",
     rows = {}
     for mode in variants:
         tree = cfg.to_dict()
-        tree["model"]["resizer"]["mode"] = STEP_VARIANTS[mode]
+        tree["model"]["resizer"]["mode"] = mode
         queue = ctx.Queue()
         proc = ctx.Process(target=_step_worker, args=(tree, cfg.data.image_size, steps, batch, queue))
         proc.start()
-        result = queue.get()
+        try:
+            # A worker killed by the OOM killer never answers: do not wait for it forever.
+            result = queue.get(timeout=STEP_TIMEOUT_S)
+        except Exception as exc:
+            proc.kill()
+            raise RuntimeError(f"bench step: variant {mode!r} gave no result (exit code {proc.exitcode}); "
+                               f"out of memory?") from exc
         proc.join()
         seen = cfg.data.image_size if mode == "none" else cfg.model.resizer.target_size
         rows[f"{mode} {cfg.data.image_size}->{seen}"] = result

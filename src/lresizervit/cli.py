@@ -92,7 +92,7 @@ def cmd_check_data(args) -> None:
 def cmd_train(args) -> None:
     from lresizervit.training.trainer import train_fold
 
-    train_fold(_config(args), args.fold)
+    train_fold(_config(args), args.fold, force=args.force)
 
 
 def cmd_cv(args) -> None:
@@ -107,6 +107,19 @@ def cmd_cv(args) -> None:
             return
         raise ValueError(message)
     print(format_table(cfg))
+
+
+def cmd_report(args) -> None:
+    from lresizervit.report import write_report
+    from lresizervit.training.trainer import load_run_config
+
+    now = _config(args)
+    cfg = load_run_config(now.run_dir)
+    cfg.data.dir = now.data.dir  # the images may have moved since training; the model settings may not
+    if not (cfg.run_dir / "cv.json").is_file() and args.if_complete:
+        print(f"{cfg.run_dir}: no cv.json yet; no report written")
+        return
+    print(f"wrote {write_report(cfg)} and its figures")
 
 
 def cmd_predict(args) -> None:
@@ -188,10 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = with_config(sub.add_parser("train", help="train one fold"))
     sp.add_argument("--fold", type=int, required=True)
+    sp.add_argument("--force", action="store_true", help="retrain a fold that is already complete")
     sp.set_defaults(func=cmd_train)
     sp = with_config(sub.add_parser("cv", help="collect the folds' OOF into cv.json and print the table"))
     sp.add_argument("--if-complete", action="store_true", help="exit 0 when some folds are still missing")
     sp.set_defaults(func=cmd_cv)
+
+    sp = with_config(sub.add_parser("report", help="figures + report.md of a trained experiment"))
+    sp.add_argument("--if-complete", action="store_true", help="exit 0 when cv.json is not written yet")
+    sp.set_defaults(func=cmd_report)
 
     sp = with_config(sub.add_parser("predict", help="predict test.csv with all folds and write the submission"))
     sp.add_argument("--out", default=None, help="submission path (default: submissions/<name>.csv)")
@@ -223,6 +241,14 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except expected as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # An unreadable image surfaces inside tf.data as a TF error wrapping our ImageDecodeError:
+        # report its one line (it names the file), not TF's traceback.
+        line = next((ln.strip() for ln in str(exc).splitlines() if "cannot decode image" in ln), None)
+        if line is None:
+            raise
+        print(f"error: {line.split('ImageDecodeError: ')[-1]}", file=sys.stderr)
         return 2
     return 0
 

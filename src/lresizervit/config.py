@@ -34,7 +34,8 @@ class DataConfig:
     fold_seed: int = 42
     # Photos are decoded and resized so their shorter side is this many pixels: the model's input size.
     image_size: int = 512
-    # Keep decoded images in memory after the first epoch (needs ~N * image_size^2 * 3 bytes of RAM).
+    # Keep decoded images in memory after the first epoch: they are kept uncropped, shorter side at
+    # image_size, so ~4 * N * image_size^2 bytes for 4:3 photos.
     cache: bool = False
 
 
@@ -119,6 +120,17 @@ class TrainConfig:
     # "float32", "mixed_bfloat16" (CPU, TPU, recent GPUs) or "mixed_float16" (GPUs; loss scaling is
     # automatic). The head and the loss stay float32.
     precision: str = "float32"
+    # "auto" (TPU → several GPUs → one GPU → CPU), "default" (one device), "mirrored", "tpu" or
+    # "multi_worker" (from TF_CONFIG). batch_size is per replica; the learning rate scales with replicas.
+    strategy: str = "auto"
+    # Stop a fold when val RMSE has not improved for this many epochs (0 = never).
+    patience: int = 0
+    # Clip the global gradient norm to this value (0 = no clipping).
+    clip_norm: float = 0.0
+    # Write TensorBoard logs to models/<exp>/fold_<k>/logs.
+    tensorboard: bool = True
+    # Bit-reproducible training: deterministic TF ops and a single-threaded loader (slower, see README).
+    deterministic: bool = False
 
 
 @dataclass
@@ -157,6 +169,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.loss": ("bce", "mse"),
     "model.fusion": ("concat", "none"),
     "train.precision": ("float32", "mixed_bfloat16", "mixed_float16"),
+    "train.strategy": ("auto", "default", "mirrored", "tpu", "multi_worker"),
     "predict.tta": ("none", "hflip"),
 }
 
@@ -280,6 +293,7 @@ def _check_values(cfg: Config, source: str) -> None:
         "model.resizer.filters": cfg.model.resizer.filters,
         "model.resizer.kernel_size": cfg.model.resizer.kernel_size,
         "model.metadata_units": cfg.model.metadata_units,
+        "model.head_units": cfg.model.head_units,
         "train.epochs": cfg.train.epochs,
         "train.batch_size": cfg.train.batch_size,
         "predict.batch_size": cfg.predict.batch_size,
@@ -292,11 +306,21 @@ def _check_values(cfg: Config, source: str) -> None:
     if not 0.0 < cfg.augment.crop_scale_min <= 1.0:
         raise ConfigError(f"{source}: key 'augment.crop_scale_min' must be in (0, 1]")
     for key in ("augment.hflip_p", "augment.color_jitter_p", "augment.coarse_dropout_p",
-                "model.head_dropout", "model.backbone.dropout", "train.warmup_fraction",
-                "model.metadata_dropout", "model.label_smoothing"):
+                "train.warmup_fraction"):
         value = _get(cfg, key)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{source}: key '{key}' must be in [0, 1], got {value!r}")
+    # A rate of 1 would drop everything (or, for label smoothing, make every target 0.5).
+    for key in ("model.head_dropout", "model.backbone.dropout", "model.metadata_dropout", "model.label_smoothing"):
+        value = _get(cfg, key)
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{source}: key '{key}' must be in [0, 1), got {value!r}")
+    if cfg.train.weight_decay < 0:
+        raise ConfigError(f"{source}: key 'train.weight_decay' must be >= 0")
+    if cfg.train.patience < 0:
+        raise ConfigError(f"{source}: key 'train.patience' must be >= 0")
+    if cfg.train.clip_norm < 0:
+        raise ConfigError(f"{source}: key 'train.clip_norm' must be >= 0")
     if cfg.train.learning_rate <= 0:
         raise ConfigError(f"{source}: key 'train.learning_rate' must be > 0")
     if cfg.model.resizer.mode != "none" and cfg.model.resizer.target_size > cfg.data.image_size:

@@ -7,16 +7,14 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from lresizervit.config import Config
 from lresizervit.data.schema import ID, META_COLUMNS, TARGET, check_images, read_table
 from lresizervit.inference.submission import write_submission
+from lresizervit.inference.tta import predict_models, tta_views
 from lresizervit.models.regressor import load_model
 from lresizervit.training.trainer import MODEL_FILE, fold_dir, rmse
-
-TTA_MODES = ("none", "hflip")
 
 
 def fold_models(run_dir: Path) -> list[Path]:
@@ -40,17 +38,6 @@ def fold_models(run_dir: Path) -> list[Path]:
     return [fold_dir(run_dir, k) / MODEL_FILE for k in range(n_folds)]
 
 
-def _tta_views(tta: str):
-    import tensorflow as tf
-
-    if tta not in TTA_MODES:
-        raise ValueError(f"predict.tta must be one of {TTA_MODES}, got {tta!r}")
-    views = [lambda x: x]
-    if tta == "hflip":
-        views.append(lambda x: {**x, "image": tf.reverse(x["image"], axis=[2])})
-    return views
-
-
 def predict_test(cfg: Config) -> tuple[pd.DataFrame, dict]:
     """Average every fold model over the TTA views of the test set; returns (predictions, timing)."""
     from lresizervit.data.pipeline import make_dataset
@@ -59,25 +46,18 @@ def predict_test(cfg: Config) -> tuple[pd.DataFrame, dict]:
     test_csv = data_dir / "test.csv"
     test = read_table(test_csv, "test")
     paths = check_images(test, data_dir / "test", str(test_csv))
-    models = fold_models(cfg.run_dir)
-    ds = make_dataset(
-        paths, test[list(META_COLUMNS)].to_numpy("float32"), None, image_size=cfg.data.image_size,
-        batch_size=cfg.predict.batch_size, training=False,
-        # Decoding once and reusing the images for every fold and view is the point of caching here.
-        cache=True,
-    )
-    views = _tta_views(cfg.predict.tta)
-    total = np.zeros(len(test), dtype=np.float64)
+    t_load = time.perf_counter()
+    models = [load_model(path) for path in fold_models(cfg.run_dir)]
     t0 = time.perf_counter()
-    for path in models:
-        model = load_model(path)
-        for view in views:
-            total += np.asarray(model.predict(ds.map(view), verbose=0), dtype=np.float64).reshape(-1)
+    ds = make_dataset(paths, test[list(META_COLUMNS)].to_numpy("float32"), None,
+                      image_size=cfg.data.image_size, batch_size=cfg.predict.batch_size, training=False)
+    pred = predict_models(models, ds, cfg.predict.tta)
     seconds = time.perf_counter() - t0
-    pred = total / (len(models) * len(views))
-    timing = {"models": len(models), "tta_views": len(views), "seconds": seconds,
+    views = len(tta_views(cfg.predict.tta))
+    timing = {"models": len(models), "tta_views": views, "seconds": seconds,
+              "load_seconds": t0 - t_load,
               "images_per_second": len(test) / max(seconds, 1e-9),
-              "forward_passes_per_second": len(test) * len(models) * len(views) / max(seconds, 1e-9)}
+              "forward_passes_per_second": len(test) * len(models) * views / max(seconds, 1e-9)}
     return pd.DataFrame({ID: test[ID], TARGET: pred}), timing
 
 
@@ -85,7 +65,8 @@ def run_predict(cfg: Config, out_path: str | None = None) -> dict:
     """Predict, check and write `submissions/<name>.csv`; returns a summary for the CV table."""
     pred, timing = predict_test(cfg)
     out = Path(out_path) if out_path else Path(cfg.predict.out_dir) / f"{cfg.name}.csv"
-    test_ids = pred[ID].tolist()
+    # Checked against test.csv read anew, not against the frame the predictions came in.
+    test_ids = read_table(Path(cfg.data.dir) / "test.csv", "test")[ID].tolist()
     write_submission(pred[ID], pred[TARGET], test_ids, out)
     summary = {"submission": str(out), "n_test": len(pred), **timing}
     labels = Path(cfg.data.dir) / "test_labels.csv"

@@ -119,7 +119,9 @@ class LearnableResizer(layers.Layer):
                                  kernel_initializer=init)
 
         def bn(name):
-            return layers.BatchNormalization(name=name, dtype=self.dtype_policy)
+            # synchronized: under tf.distribute the batch statistics span every replica, so N replicas
+            # of batch b train like one device with batch N*b (a no-op on one device).
+            return layers.BatchNormalization(name=name, dtype=self.dtype_policy, synchronized=True)
 
         self.conv_in = conv(f, k, "conv_in")
         self.conv_mix = conv(f, 1, "conv_mix")

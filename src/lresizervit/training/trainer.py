@@ -6,7 +6,13 @@ Artefacts (the contract in DESIGN.md), all written atomically:
     models/<exp>/fold_<k>/history.csv   one row per epoch
     models/<exp>/fold_<k>/oof.csv       Id, kfold, Pawpularity, pred   (written by the best model)
     models/<exp>/fold_<k>/metrics.json  val RMSE, epochs, seconds, images/s; written last = fold complete
+    models/<exp>/fold_<k>/backup/       the last completed epoch (weights, optimizer, epoch) while training
+    models/<exp>/fold_<k>/logs/         TensorBoard logs
     models/<exp>/oof.csv, cv.json       once every fold of the folds file is complete
+
+A fold killed mid-training resumes from its last completed epoch when trained again (Keras
+BackupAndRestore restores weights, optimizer state and the epoch; history.csv and the best score are
+restored from the files). A complete fold (metrics.json exists) is skipped unless `force`.
 """
 
 from __future__ import annotations
@@ -25,12 +31,17 @@ import pandas as pd
 from lresizervit.config import Config, save_config
 from lresizervit.data.folds import read_folds
 from lresizervit.data.schema import FOLD, ID, META_COLUMNS, TARGET, check_images
+from lresizervit.inference.tta import predict_models
 from lresizervit.io_utils import atomic_write_csv, atomic_write_json
 from lresizervit.models.regressor import build_regressor, load_model, make_loss
 
 MODEL_FILE = "model.keras"
-# Keys that may differ between the folds of one experiment without changing what was trained.
-_HARMLESS_KEYS = {("train", "verbose"), ("predict",)}
+BACKUP_DIR = "backup"
+# Keys that may differ between the folds of one experiment without changing what model is trained.
+# Where the data lives may differ between machines (folds 0-1 at home, 2-4 on Kaggle); write_cv checks
+# that the folds' rows still add up.
+_HARMLESS_KEYS = {("train", "verbose"), ("train", "tensorboard"), ("train", "strategy"), ("predict",),
+                  ("data", "dir"), ("data", "folds_csv"), ("data", "cache")}
 
 
 def fold_dir(run_dir: Path, fold: int) -> Path:
@@ -64,15 +75,20 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def ensure_run_config(cfg: Config) -> None:
-    """Save the resolved config, or check that folds already trained used the same one.
+def _has_trained_fold(run_dir: Path) -> bool:
+    return any(run_dir.glob("fold_*/metrics.json")) or any(run_dir.glob("fold_*/" + MODEL_FILE)) \
+        or any(run_dir.glob(f"fold_*/{BACKUP_DIR}"))
+
+
+def check_run_config(cfg: Config) -> None:
+    """Refuse a config that differs from the one the experiment's trained folds used.
 
     Mixing folds trained under different configs would give a CV that describes no model.
     """
     import yaml
 
     path = cfg.run_dir / "config.yaml"
-    if path.exists():
+    if path.exists() and _has_trained_fold(cfg.run_dir):
         saved = yaml.safe_load(path.read_text()) or {}
         diffs = _diff(_comparable(saved), _comparable(cfg.to_dict()))
         if diffs:
@@ -80,7 +96,13 @@ def ensure_run_config(cfg: Config) -> None:
                 f"{path} was written by a different config; folds of one experiment must share it. "
                 f"Use another `name:` or delete {cfg.run_dir}. Differences: " + "; ".join(diffs)
             )
-    save_config(cfg, path)
+
+
+def ensure_run_config(cfg: Config) -> None:
+    """Check the config against the trained folds, then save it (a config with no trained fold behind it
+    is simply replaced)."""
+    check_run_config(cfg)
+    save_config(cfg, cfg.run_dir / "config.yaml")
 
 
 def load_run_config(run_dir: str | os.PathLike, overrides: tuple[str, ...] = ()) -> Config:
@@ -93,16 +115,35 @@ def load_run_config(run_dir: str | os.PathLike, overrides: tuple[str, ...] = ())
     return load_config(path, overrides)
 
 
-class _FoldMonitor(keras.callbacks.Callback):
-    """Saves the best model atomically, writes history.csv every epoch and prints a line per epoch."""
+def backup_epoch(backup_dir: Path) -> int:
+    """Epochs completed according to a BackupAndRestore folder (0 when there is none)."""
+    meta = Path(backup_dir) / "training_metadata.json"
+    if not meta.is_file():
+        return 0
+    try:
+        return int(json.loads(meta.read_text())["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return 0  # unreadable: Keras falls back to its previous copy or starts over
 
-    def __init__(self, out_dir: Path, fold: int, n_train: int, verbose: int):
+
+class _FoldMonitor(keras.callbacks.Callback):
+    """Saves the best model atomically, writes history.csv every epoch, prints a line per epoch and stops
+    the fold after `patience` epochs without improvement. Resumes its state from history.csv."""
+
+    def __init__(self, out_dir: Path, fold: int, n_train: int, patience: int = 0, resume_epochs: int = 0):
         super().__init__()
-        self.out_dir, self.fold, self.n_train, self.verbose = out_dir, fold, n_train, verbose
+        self.out_dir, self.fold, self.n_train, self.patience = out_dir, fold, n_train, patience
         self.best = math.inf
         self.best_epoch = -1
         self.rows: list[dict] = []
-        self.train_seconds = 0.0
+        history = out_dir / "history.csv"
+        if resume_epochs and history.is_file():
+            # Rows past the backup's epoch were written by a run killed before its backup: they are redone.
+            self.rows = pd.read_csv(history).head(resume_epochs).to_dict("records")
+            for row in self.rows:
+                if row.get("val_rmse", math.inf) < self.best:
+                    self.best, self.best_epoch = row["val_rmse"], int(row["epoch"])
+        self.train_seconds = float(sum(r.get("train_seconds", 0.0) for r in self.rows))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
@@ -137,42 +178,53 @@ class _FoldMonitor(keras.callbacks.Callback):
             f"{self.n_train / max(train_s, 1e-9):6.1f} img/s  {now - self._t0:5.1f}s",
             flush=True,
         )
+        if self.patience and epoch + 1 - self.best_epoch >= self.patience:
+            print(f"fold {self.fold}: no improvement for {self.patience} epochs, stopping early", flush=True)
+            self.model.stop_training = True
 
 
-def build_datasets(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, image_dir: Path, seed: int):
+def build_datasets(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, train_paths: list[str],
+                   val_paths: list[str], seed: int, batch_size: int):
+    import tensorflow as tf
+
     from lresizervit.data.pipeline import make_dataset
-
-    def paths(df):
-        return [str(image_dir / f"{i}.jpg") for i in df[ID]]
 
     # AugmentConfig's fields are exactly augment.train_transform's keyword arguments.
     aug = dataclasses.asdict(cfg.augment)
-    common = {"image_size": cfg.data.image_size, "batch_size": cfg.train.batch_size, "cache": cfg.data.cache}
+    # One loader thread is the price of bit-reproducible augmentation (threads draw from one RNG).
+    calls = 1 if cfg.train.deterministic else tf.data.AUTOTUNE
+    common = {"image_size": cfg.data.image_size, "batch_size": batch_size, "cache": cfg.data.cache,
+              "num_parallel_calls": calls}
     train_ds = make_dataset(
-        paths(train_df), train_df[list(META_COLUMNS)].to_numpy("float32"),
+        train_paths, train_df[list(META_COLUMNS)].to_numpy("float32"),
         train_df[TARGET].to_numpy("float32"), training=True, augment_kwargs=aug, shuffle_seed=seed, **common,
     )
     val_ds = make_dataset(
-        paths(val_df), val_df[list(META_COLUMNS)].to_numpy("float32"),
+        val_paths, val_df[list(META_COLUMNS)].to_numpy("float32"),
         val_df[TARGET].to_numpy("float32"), training=False, **common,
     )
     return train_ds, val_ds
 
 
-def compile_model(cfg: Config, steps_per_epoch: int) -> keras.Model:
+def compile_model(cfg: Config, steps_per_epoch: int, replicas: int = 1) -> keras.Model:
+    """Build and compile inside the caller's strategy scope. The learning rate scales with the replicas."""
     total = max(1, steps_per_epoch * cfg.train.epochs)
     warmup = int(round(total * cfg.train.warmup_fraction))
+    lr = cfg.train.learning_rate * replicas
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else cfg.train.learning_rate,
+        initial_learning_rate=0.0 if warmup else lr,
         decay_steps=max(1, total - warmup),
-        warmup_target=cfg.train.learning_rate if warmup else None,
+        warmup_target=lr if warmup else None,
         warmup_steps=warmup,
     )
     # The policy is read by every layer at construction; the saved model records it per layer, so
     # prediction needs no such call.
     keras.mixed_precision.set_global_policy(cfg.train.precision)
     model = build_regressor(cfg.model, cfg.data.image_size)
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.train.weight_decay)
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=schedule, weight_decay=cfg.train.weight_decay,
+        global_clipnorm=cfg.train.clip_norm or None,
+    )
     # Decay the matrices only: shrinking norms, biases and embeddings towards 0 is not regularisation.
     optimizer.exclude_from_weight_decay(
         var_names=["bias", "gamma", "beta", "class_token", "position_embedding"]
@@ -185,54 +237,94 @@ def compile_model(cfg: Config, steps_per_epoch: int) -> keras.Model:
     return model
 
 
-def predict_array(model: keras.Model, ds) -> np.ndarray:
-    return np.asarray(model.predict(ds, verbose=0), dtype=np.float64).reshape(-1)
+def train_fold(cfg: Config, fold: int, force: bool = False) -> dict:
+    """Train fold `fold` of the folds file and write its artefacts; returns its metrics.
 
+    A complete fold is skipped (its metrics returned) unless `force`; a fold killed mid-training resumes.
+    """
+    import shutil
 
-def train_fold(cfg: Config, fold: int) -> dict:
-    """Train fold `fold` of the folds file and write its artefacts; returns its metrics."""
+    import tensorflow as tf
+
+    from lresizervit.training.strategy import describe, make_strategy
+
     folds_df, n_folds = read_folds(cfg.data.folds_csv)
     if not 0 <= fold < n_folds:
         raise ValueError(f"fold {fold} is not in {cfg.data.folds_csv}, which has folds 0..{n_folds - 1}")
+    out = fold_dir(cfg.run_dir, fold)
+    check_run_config(cfg)  # also before skipping: "trained" must not be said of a config that was not
+    if (out / "metrics.json").is_file() and not force:
+        print(f"fold {fold}: already trained ({out / 'metrics.json'}); skipped (--force retrains it)", flush=True)
+        write_cv(cfg)
+        return json.loads((out / "metrics.json").read_text())
     image_dir = Path(cfg.data.dir) / "train"
     # Every image is checked before the first step: a missing file must not surface in epoch 7.
-    check_images(folds_df, image_dir, cfg.data.folds_csv)
-    ensure_run_config(cfg)
-    out = fold_dir(cfg.run_dir, fold)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").unlink(missing_ok=True)  # the fold is incomplete until it is rewritten
+    paths = check_images(folds_df, image_dir, cfg.data.folds_csv)
 
     seed = cfg.train.seed + fold
     keras.utils.set_random_seed(seed)
-    train_df = folds_df[folds_df[FOLD] != fold].reset_index(drop=True)
-    val_df = folds_df[folds_df[FOLD] == fold].reset_index(drop=True)
-    train_ds, val_ds = build_datasets(cfg, train_df, val_df, image_dir, seed)
-    steps = math.ceil(len(train_df) / cfg.train.batch_size)
-    model = compile_model(cfg, steps)
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = make_strategy(cfg.train.strategy)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = cfg.train.batch_size * replicas
+    in_val = (folds_df[FOLD] == fold).to_numpy()
+    train_df, val_df = folds_df[~in_val].reset_index(drop=True), folds_df[in_val].reset_index(drop=True)
+    train_paths = [p for p, v in zip(paths, in_val, strict=True) if not v]
+    val_paths = [p for p, v in zip(paths, in_val, strict=True) if v]
+    train_ds, val_ds = build_datasets(cfg, train_df, val_df, train_paths, val_paths, seed, global_batch)
+    steps = math.ceil(len(train_df) / global_batch)
+    # Built before the config is saved: a config the model refuses (a size not divisible by the patch, a
+    # missing backbone) must not become the experiment's config.
+    with strategy.scope():
+        model = compile_model(cfg, steps, replicas)
+    ensure_run_config(cfg)
+    if force and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").unlink(missing_ok=True)  # the fold is incomplete until it is rewritten
+    backup = out / BACKUP_DIR
+    resumed = backup_epoch(backup)
+    if not resumed:
+        # A fresh start: a model or OOF left by an earlier attempt must not stand in for this one.
+        for name in (MODEL_FILE, "oof.csv", "history.csv"):
+            (out / name).unlink(missing_ok=True)
     print(f"fold {fold}/{n_folds - 1}: {len(train_df)} train, {len(val_df)} val images, "
-          f"{model.count_params():,} parameters, {cfg.train.epochs} epochs", flush=True)
+          f"{model.count_params():,} parameters, {cfg.train.epochs} epochs, {describe(strategy)}, "
+          f"global batch {global_batch}" + (f"; resuming after epoch {resumed}" if resumed else ""), flush=True)
 
-    monitor = _FoldMonitor(out, fold, len(train_df), cfg.train.verbose)
+    monitor = _FoldMonitor(out, fold, len(train_df), cfg.train.patience, resume_epochs=resumed)
+    # The monitor runs before the backup: a kill between the two redoes the epoch rather than losing it.
+    callbacks = [monitor, keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)]
+    if cfg.train.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(out / "logs"), write_graph=False, profile_batch=0))
     t0 = time.perf_counter()
-    model.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs, callbacks=[monitor], shuffle=False,
+    model.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs, callbacks=callbacks, shuffle=False,
               verbose=cfg.train.verbose)
     seconds = time.perf_counter() - t0
+    if monitor.best_epoch < 0:
+        raise ValueError(f"fold {fold}: val RMSE was never finite (training diverged); no model was saved. "
+                         f"Lower train.learning_rate or set train.clip_norm.")
 
+    # The OOF is predicted the way the submission is (TTA views averaged, clipped): the CV scores it.
     best = load_model(out / MODEL_FILE)
-    pred = predict_array(best, val_ds)
     oof = val_df[[ID, FOLD, TARGET]].copy()
-    oof["pred"] = pred
+    oof["pred"] = predict_models([best], val_ds, cfg.predict.tta)
     atomic_write_csv(out / "oof.csv", oof)
     metrics = {
         "fold": fold,
         "n_folds": n_folds,
         "val_rmse": rmse(oof[TARGET], oof["pred"]),
         "best_epoch": monitor.best_epoch,
-        "epochs": cfg.train.epochs,
+        "epochs": len(monitor.rows),
+        "epochs_planned": cfg.train.epochs,
+        "resumed_after_epoch": resumed,
+        "replicas": replicas,
+        "global_batch": global_batch,
         "n_train": len(train_df),
         "n_val": len(val_df),
         "seconds": seconds,
-        "train_images_per_second": len(train_df) * cfg.train.epochs / max(monitor.train_seconds, 1e-9),
+        "train_images_per_second": len(train_df) * len(monitor.rows) / max(monitor.train_seconds, 1e-9),
         "parameters": int(model.count_params()),
     }
     atomic_write_json(out / "metrics.json", metrics)

@@ -1,0 +1,170 @@
+"""`write_report`: the figures and report.md of one experiment.
+
+The fast tests fake a run's artefacts (no model, so the resizer figure is skipped); the slow one trains a
+tiny real run (2 folds, 1 epoch, 32 px) so the artefacts are exactly what the trainer writes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from lresizervit.config import Config, TrainConfig, load_config
+from lresizervit.data.folds import make_folds, write_folds
+from lresizervit.data.schema import FOLD, ID, META_COLUMNS, TARGET, read_table
+from lresizervit.io_utils import atomic_write_csv, atomic_write_json
+from lresizervit.report import FIGURES, residual_bins, write_report
+from lresizervit.training.trainer import fold_dir, write_cv
+
+ROOT = Path(__file__).resolve().parents[1]
+ALWAYS = ("learning_curves", "oof_scatter", "residual_by_bin")
+
+
+def tiny_config(tmp: Path, *extra: str) -> Config:
+    return load_config(ROOT / "configs" / "demo.yaml", [
+        "name=tiny", f"output_dir={tmp / 'models'}", f"data.dir={tmp / 'data'}",
+        f"data.folds_csv={tmp / 'folds.csv'}", "data.n_folds=2", "data.image_size=32",
+        "model.resizer.target_size=16", "model.resizer.filters=4", "model.metadata_units=4",
+        "model.head_units=8", "train.epochs=1", "train.batch_size=8", *extra,
+    ])
+
+
+def check_png(path: Path) -> tuple[int, int]:
+    assert path.is_file() and path.stat().st_size > 1000, path
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        img.verify()
+        width, height = img.size
+    # ~8 in at 120 dpi, trimmed or padded a little by bbox_inches="tight".
+    assert 700 <= width <= 1200 and 300 <= height <= 2000, (path, width, height)
+    return width, height
+
+
+def fake_run(tmp: Path, *extra: str, n: int = 40, epochs: int = 3, n_folds: int = 2) -> Config:
+    """The artefacts of a finished run, written in the trainer's formats; cv.json by `write_cv`."""
+    cfg = tiny_config(tmp, *extra)
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({ID: [f"id{i:03d}" for i in range(n)]})
+    for col in META_COLUMNS:
+        train[col] = rng.integers(0, 2, n)
+    train[TARGET] = rng.integers(1, 101, n)
+    folds = make_folds(train, n_folds, 0)
+    write_folds(folds, cfg.data.folds_csv)
+    for k in range(n_folds):
+        out = fold_dir(cfg.run_dir, k)
+        val = folds[folds[FOLD] == k]
+        oof = val[[ID, FOLD, TARGET]].copy()
+        oof["pred"] = 0.3 * oof[TARGET] + 0.7 * 38.0  # shrunk towards the mean, like the real thing
+        atomic_write_csv(out / "oof.csv", oof)
+        e = np.arange(1, epochs + 1)
+        atomic_write_csv(out / "history.csv", pd.DataFrame({
+            "epoch": e, "loss": 0.7 - 0.01 * e, "rmse": 25.0 - e, "val_loss": 0.69 - 0.01 * e,
+            "val_rmse": 24.0 - e + (e == epochs) * 2.0, "lr": 1e-3 / e, "train_seconds": 1.0,
+            "epoch_seconds": 1.2,
+        }))
+        atomic_write_json(out / "metrics.json", {
+            "fold": k, "n_folds": n_folds, "val_rmse": float(np.sqrt(np.mean((oof["pred"] - oof[TARGET]) ** 2))),
+            "best_epoch": epochs - 1, "epochs": epochs, "n_train": n - len(val), "n_val": len(val),
+            "seconds": 3.0, "train_images_per_second": 10.0, "parameters": 1000,
+        })
+    assert write_cv(cfg) is not None
+    return cfg
+
+
+def test_bilinear_run_skips_the_resizer_figure(tmp_path):
+    cfg = fake_run(tmp_path, "model.resizer.mode=bilinear")
+    stale = cfg.run_dir / "report" / FIGURES["resizer"]
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"left over from an older report")
+    md_path = write_report(cfg)
+    assert md_path == cfg.run_dir / "report" / "report.md"
+    for key in ALWAYS:
+        check_png(md_path.parent / FIGURES[key])
+    assert not stale.exists()
+    md = md_path.read_text()
+    cv = json.loads((cfg.run_dir / "cv.json").read_text())
+    assert f"{cv['cv_rmse']:.3f}" in md and "| fold | val RMSE |" in md
+    assert all(f"({FIGURES[key]})" in md for key in ALWAYS)
+    assert FIGURES["resizer"] not in md
+    assert "Figure skipped: model.resizer.mode is 'bilinear'" in md
+
+
+def test_learned_run_without_its_model_skips_with_a_note(tmp_path):
+    cfg = fake_run(tmp_path)
+    md = write_report(cfg).read_text()
+    assert "Figure skipped" in md and str(fold_dir(cfg.run_dir, 0) / "model.keras") in md
+
+
+def test_missing_history_is_an_error_naming_the_file(tmp_path):
+    cfg = fake_run(tmp_path, "model.resizer.mode=bilinear")
+    missing = fold_dir(cfg.run_dir, 1) / "history.csv"
+    missing.unlink()
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        write_report(cfg)
+    assert not (cfg.run_dir / "report" / "report.md").exists()
+
+
+def test_missing_cv_is_an_error_naming_the_file(tmp_path):
+    cfg = fake_run(tmp_path, "model.resizer.mode=bilinear")
+    (cfg.run_dir / "cv.json").unlink()
+    with pytest.raises(FileNotFoundError, match="cv.json"):
+        write_report(cfg)
+
+
+def test_residual_bins():
+    oof = pd.DataFrame({TARGET: [1, 10, 11, 55, 100], "pred": [21.0, 20.0, 21.0, 50.0, 60.0]})
+    bins = residual_bins(oof)
+    assert bins["bin"].tolist()[:2] == ["1–10", "11–20"] and bins["bin"].iloc[-1] == "91–100"
+    assert bins["n"].tolist() == [2, 1, 0, 0, 0, 1, 0, 0, 0, 1]
+    assert bins["mean_residual"].iloc[0] == pytest.approx(15.0)
+    assert bins["rmse"].iloc[0] == pytest.approx(np.sqrt((20**2 + 10**2) / 2))
+    assert bins["mean_residual"].iloc[9] == pytest.approx(-40.0)
+    assert np.isnan(bins["mean_residual"].iloc[2])
+
+
+@pytest.mark.slow
+def test_report_of_a_real_tiny_run(tmp_path):
+    from lresizervit.data.synth import SynthParams, generate
+    from lresizervit.training.trainer import train_fold
+
+    generate(tmp_path / "data", 24, 3, SynthParams(seed=1, min_side=40, max_side=48, max_long_side=64), workers=1)
+    # TensorBoard logs are not what this test is about (and tensorboard may not be installed); the key is
+    # only passed where this tree's TrainConfig has it.
+    no_tb = ["train.tensorboard=false"] if "tensorboard" in {f.name for f in fields(TrainConfig)} else []
+    cfg = tiny_config(tmp_path, *no_tb)
+    train = read_table(Path(cfg.data.dir) / "train.csv", "train")
+    write_folds(make_folds(train, cfg.data.n_folds, cfg.data.fold_seed), cfg.data.folds_csv)
+    for k in range(cfg.data.n_folds):
+        train_fold(cfg, k)
+
+    md_path = write_report(cfg)
+    for key in FIGURES:
+        check_png(md_path.parent / FIGURES[key])
+    md = md_path.read_text()
+    cv = json.loads((cfg.run_dir / "cv.json").read_text())
+    assert f"{cv['cv_rmse']:.3f}" in md
+    assert all(f"({name})" in md for name in FIGURES.values())
+    assert "clipped to [-1, 1]" in md and "skipped" not in md
+
+    # The same run with one fold's history gone: an error that names the file, not a half report.
+    broken = tiny_config(tmp_path, *no_tb, f"output_dir={tmp_path / 'broken'}")
+    shutil.copytree(cfg.run_dir, broken.run_dir, ignore=shutil.ignore_patterns("report"))
+    (fold_dir(broken.run_dir, 0) / "history.csv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"fold_0/history\.csv"):
+        write_report(broken)
+
+
+def test_odd_fold_count_and_many_epochs(tmp_path):
+    cfg = fake_run(tmp_path, "model.resizer.mode=none", n=300, epochs=20, n_folds=5)
+    md_path = write_report(cfg)
+    width, height = check_png(md_path.parent / FIGURES["learning_curves"])
+    assert height > width  # 3 rows of 2 panels, the sixth hidden
+    check_png(md_path.parent / FIGURES["oof_scatter"])
+    assert "| 4 |" in md_path.read_text()

@@ -1,0 +1,103 @@
+"""A fold killed mid-training resumes from its last completed epoch; a complete fold is skipped."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.test_end_to_end import ROOT, run, tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+def _rows(path: Path) -> int:
+    try:
+        return len(pd.read_csv(path))
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return 0
+
+
+def test_kill_and_resume_then_skip(tmp_path):
+    py = sys.executable
+    run([py, "-m", "lresizervit", "synth", "--out", str(tmp_path / "data"), "--train", "24", "--test", "2",
+         "--min-side", "40", "--max-side", "48", "--max-long-side", "56", "--seed", "3"], ROOT)
+    cfg_path = tiny_config(tmp_path)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["train"]["epochs"] = 40
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    run([py, "-m", "lresizervit", "folds", str(cfg_path)], ROOT)
+    fold = tmp_path / "models" / "tiny" / "fold_0"
+    history = fold / "history.csv"
+
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([py, "-m", "lresizervit", "train", str(cfg_path), "--fold", "0"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    # Kill once a few epochs are backed up, well before the 40th.
+    while time.monotonic() < deadline and backup_epochs(fold) < 3 and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, f"training ended before it could be killed:\n{proc.stdout.read()}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    done_before = backup_epochs(fold)
+    assert 3 <= done_before < 40
+    assert not (fold / "metrics.json").exists()  # the killed fold is not complete
+
+    out = run([py, "-m", "lresizervit", "train", str(cfg_path), "--fold", "0"], ROOT).stdout
+    assert f"resuming after epoch {done_before}" in out
+    # The resumed run trained only the remaining epochs.
+    assert f"fold 0 epoch {done_before:3d}" not in out and f"fold 0 epoch {done_before + 1:3d}" in out
+    hist = pd.read_csv(history)
+    assert hist["epoch"].tolist() == list(range(1, 41))
+    metrics = json.loads((fold / "metrics.json").read_text())
+    assert metrics["resumed_after_epoch"] == done_before and metrics["epochs"] == 40
+    assert (fold / "model.keras").is_file() and (fold / "oof.csv").is_file()
+    assert not (fold / "backup").exists()  # removed once the fold is complete
+    assert any((fold / "logs").rglob("events.out.tfevents.*"))
+
+    # Complete folds are skipped, untouched; --force retrains.
+    stamp = (fold / "metrics.json").stat().st_mtime_ns
+    out = run([py, "-m", "lresizervit", "train", str(cfg_path), "--fold", "0"], ROOT).stdout
+    assert "already trained" in out and (fold / "metrics.json").stat().st_mtime_ns == stamp
+    out = run([py, "-m", "lresizervit", "train", str(cfg_path), "--fold", "0", "--force",
+               "--set", "train.epochs=40", "--set", "train.patience=2"], ROOT, check=False)
+    # A changed config is refused even with --force: patience is part of what trained the experiment.
+    assert out.returncode == 2 and "train.patience" in out.stderr
+
+
+def backup_epochs(fold: Path) -> int:
+    meta = fold / "backup" / "training_metadata.json"
+    try:
+        return int(json.loads(meta.read_text())["epoch"])
+    except (FileNotFoundError, ValueError, KeyError):
+        return 0
+
+
+def test_early_stopping_and_force(tmp_path):
+    py = sys.executable
+    run([py, "-m", "lresizervit", "synth", "--out", str(tmp_path / "data"), "--train", "16", "--test", "2",
+         "--min-side", "40", "--max-side", "48", "--max-long-side", "56", "--seed", "4"], ROOT)
+    cfg_path = tiny_config(tmp_path)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    # A learning rate of ~0 never improves after epoch 1 (no BatchNorm either: the bilinear resizer has
+    # none, so nothing moves at all): patience 2 stops after epoch 3.
+    cfg["train"].update(epochs=30, patience=2, learning_rate=1e-12, clip_norm=1.0, tensorboard=False)
+    cfg["model"]["resizer"]["mode"] = "bilinear"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    run([py, "-m", "lresizervit", "folds", str(cfg_path)], ROOT)
+    out = run([py, "-m", "lresizervit", "train", str(cfg_path), "--fold", "1"], ROOT).stdout
+    assert "stopping early" in out
+    metrics = json.loads((tmp_path / "models/tiny/fold_1/metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["epochs_planned"] == 30 and metrics["best_epoch"] == 1
+    assert not (tmp_path / "models/tiny/fold_1/logs").exists()
+    first = (tmp_path / "models/tiny/fold_1/metrics.json").stat().st_mtime_ns
+    out = run([py, "-m", "lresizervit", "train", str(cfg_path), "--fold", "1", "--force"], ROOT).stdout
+    assert "already trained" not in out
+    assert (tmp_path / "models/tiny/fold_1/metrics.json").stat().st_mtime_ns != first

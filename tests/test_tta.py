@@ -1,0 +1,40 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lresizervit.inference.tta import predict_models, tta_views
+
+
+def test_hflip_view_flips_the_width_axis_only():
+    img = np.arange(2 * 3 * 4 * 3, dtype=np.uint8).reshape(2, 3, 4, 3)
+    plain, flipped = tta_views("hflip")
+    x = {"image": tf.constant(img), "metadata": tf.zeros((2, 12))}
+    np.testing.assert_array_equal(plain(x)["image"].numpy(), img)
+    np.testing.assert_array_equal(flipped(x)["image"].numpy(), img[:, :, ::-1, :])
+    np.testing.assert_array_equal(flipped(x)["metadata"].numpy(), np.zeros((2, 12)))
+    assert len(tta_views("none")) == 1
+    with pytest.raises(ValueError, match="predict.tta"):
+        tta_views("vflip")
+
+
+class _LeftMinusRight(keras.Model):
+    """A model whose output changes under a horizontal flip: mean(left half) - mean(right half) + 50."""
+
+    def call(self, x):
+        img = keras.ops.cast(x["image"], "float32")
+        w = img.shape[2] // 2
+        return keras.ops.mean(img[:, :, :w], axis=(1, 2, 3)) - keras.ops.mean(img[:, :, w:], axis=(1, 2, 3)) + 50
+
+
+def test_predict_models_averages_models_and_views_and_clips():
+    img = np.zeros((5, 4, 4, 3), np.uint8)
+    img[:, :, :2] = 40  # left half brighter: +40 plain, -40 flipped
+    ds = tf.data.Dataset.from_tensor_slices(({"image": img, "metadata": np.zeros((5, 12), "float32")},
+                                             np.zeros(5, "float32"))).batch(2)
+    model = _LeftMinusRight(name="left_minus_right")
+    np.testing.assert_allclose(predict_models([model], ds, "none"), np.full(5, 90.0))
+    np.testing.assert_allclose(predict_models([model], ds, "hflip"), np.full(5, 50.0))  # (90 + 10) / 2
+    img[:, :, :2] = 200  # 50 + 200 = 250 plain, -150 flipped: each view is averaged, then clipped
+    ds2 = tf.data.Dataset.from_tensor_slices({"image": img, "metadata": np.zeros((5, 12), "float32")}).batch(3)
+    np.testing.assert_allclose(predict_models([model, model], ds2, "none"), np.full(5, 100.0))
