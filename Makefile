@@ -45,7 +45,8 @@ lint: install
 	$(PY) -m ruff check .
 
 bench: install
-	$(PY) -m lresizervit bench configs/demo.yaml --images 256 --repeats 3
+	mkdir -p bench
+	$(PY) -m lresizervit bench configs/demo.yaml --images 512 --repeats 5 --json bench/loader.json
 
 clean-demo:
 	rm -rf $(DEMO_DATA) folds/demo_folds.csv models/demo submissions/demo.csv

@@ -38,7 +38,15 @@ def test_folds_check_data_and_list(tiny_data, capsys):
     assert main(["check-data", str(cfg)]) == 0
     assert main(["folds", str(cfg)]) == 0
     before = (tmp_path / "folds.csv").read_bytes()
-    assert main(["folds", str(cfg), "--if-missing", "--set", "data.fold_seed=7"]) == 0  # kept as it was
+    assert main(["folds", str(cfg), "--if-missing"]) == 0  # same settings: kept as it was
+    assert (tmp_path / "folds.csv").read_bytes() == before
+    # Other settings or another train.csv: refused, naming what changed, and the file is left alone.
+    assert main(["folds", str(cfg), "--if-missing", "--set", "data.fold_seed=7"]) == 2
+    assert "fold_seed: 42 in the file, 7 now" in capsys.readouterr().err
+    with open(tmp_path / "data" / "train.csv", "a") as fh:
+        fh.write("\n")
+    assert main(["folds", str(cfg), "--if-missing"]) == 2
+    assert "train_csv_sha1" in capsys.readouterr().err
     assert (tmp_path / "folds.csv").read_bytes() == before
     capsys.readouterr()
     assert main(["list-folds", str(cfg)]) == 0
@@ -86,7 +94,7 @@ def test_bench_loader_reports_every_pipeline(tiny_data, capsys):
                  "--set", "train.batch_size=4"]) == 0
     result = json.loads(out.read_text())
     assert result["images"] == 8 and result["image_size"] == 32
-    assert len(result["pipelines"]) == 4
+    assert len(result["pipelines"]) == 5
     for row in result["pipelines"].values():
         assert row["images_per_second"] > 0 and len(row["runs"]) == 1
     assert "| plain decode_jpeg + resize |" in capsys.readouterr().out

@@ -112,3 +112,30 @@ def test_train_refuses_bad_data_before_training(tmp_path):
     assert bad.returncode == 2
     assert victim in bad.stderr and "row 5" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pure_tf", [False, True])
+def test_train_from_tfrecords(tmp_path, pure_tf):
+    py = sys.executable
+    run([py, "-m", "lresizervit", "synth", "--out", str(tmp_path / "data"), "--train", "20", "--test", "3",
+         "--min-side", "40", "--max-side", "48", "--max-long-side", "56", "--seed", "2"], ROOT)
+    cfg = tiny_config(tmp_path)
+    run([py, "-m", "lresizervit", "folds", str(cfg)], ROOT)
+    sets = ["--set", "data.tfrecords=true", "--set", f"data.pure_tf_augment={str(pure_tf).lower()}"]
+    out = run([py, "-m", "lresizervit", "tfrecords", str(cfg), *sets], ROOT).stdout
+    assert "wrote" in out and "tfrecords_32" in out
+    assert "up to date" in run([py, "-m", "lresizervit", "tfrecords", str(cfg), "--if-missing", *sets], ROOT).stdout
+    run([py, "-m", "lresizervit", "train", str(cfg), "--fold", "1", *sets], ROOT)
+    folds = pd.read_csv(tmp_path / "folds.csv", dtype={"Id": str})
+    oof = pd.read_csv(tmp_path / "models" / "tiny" / "fold_1" / "oof.csv", dtype={"Id": str})
+    # Row for row the fold's Ids, in the folds file's order, with their own targets.
+    expected = folds[folds["kfold"] == 1]
+    assert oof["Id"].tolist() == expected["Id"].tolist()
+    assert oof["Pawpularity"].tolist() == expected["Pawpularity"].tolist()
+    # Records from another folds file are refused before training.
+    run([py, "-m", "lresizervit", "folds", str(cfg), "--set", "data.fold_seed=9"], ROOT)
+    bad = run([py, "-m", "lresizervit", "train", str(cfg), "--fold", "0", *sets, "--set", "data.fold_seed=9",
+               "--set", "name=other"], ROOT,
+              check=False)
+    assert bad.returncode == 2 and "tfrecords_32" in bad.stderr

@@ -37,6 +37,9 @@ def bench_loader(cfg: Config, n_images: int = 256, repeats: int = 3) -> dict:
         "plain decode_jpeg + resize": lambda: decode_benchmark_dataset(paths, size, bs),
         "train loader (decode + albumentations)": lambda: make_dataset(
             paths, meta, target, image_size=size, batch_size=bs, training=True, augment_kwargs=aug),
+        "train loader, 1 thread (train.deterministic)": lambda: make_dataset(
+            paths, meta, target, image_size=size, batch_size=bs, training=True, augment_kwargs=aug,
+            num_parallel_calls=1),
         "eval loader (decode + centre crop)": lambda: make_dataset(
             paths, meta, target, image_size=size, batch_size=bs, training=False),
         "train loader, cached (epochs 2..)": cached_train,

@@ -56,22 +56,70 @@ def cmd_synth(args) -> None:
           f"constant baseline RMSE {info['constant_baseline_rmse']:.2f}")
 
 
+def _folds_fingerprint(cfg) -> dict:
+    import hashlib
+
+    train_csv = Path(cfg.data.dir) / "train.csv"
+    digest = hashlib.sha1(train_csv.read_bytes()).hexdigest() if train_csv.is_file() else None
+    return {"n_folds": cfg.data.n_folds, "fold_seed": cfg.data.fold_seed, "train_csv_sha1": digest}
+
+
 def cmd_folds(args) -> None:
     from lresizervit.data.folds import make_folds, read_folds, write_folds
     from lresizervit.data.schema import read_table
+    from lresizervit.io_utils import atomic_write_json
 
     cfg = _config(args)
     out = Path(cfg.data.folds_csv)
+    sidecar = out.with_suffix(".json")  # what the folds were made from: n_folds, seed, train.csv's hash
     if out.is_file() and args.if_missing:
         _, k = read_folds(out)
+        if sidecar.is_file():
+            made, now = json.loads(sidecar.read_text()), _folds_fingerprint(cfg)
+            diffs = [f"{key}: {made.get(key)!r} in the file, {now[key]!r} now" for key in now
+                     if made.get(key) != now[key]]
+            if diffs:
+                raise ValueError(f"{out} was made from other settings or another train.csv ({'; '.join(diffs)}); "
+                                 f"delete it (and the experiments trained on it) or use another data.folds_csv")
         print(f"{out}: exists ({k} folds); kept")
         return
     train = read_table(Path(cfg.data.dir) / "train.csv", "train")
     df = make_folds(train, cfg.data.n_folds, cfg.data.fold_seed)
     write_folds(df, out)
+    atomic_write_json(sidecar, _folds_fingerprint(cfg))
     sizes = df.groupby("kfold").size().tolist()
     means = df.groupby("kfold")["Pawpularity"].mean().round(2).tolist()
     print(f"wrote {out}: {cfg.data.n_folds} folds of {sizes} rows, target means {means}")
+
+
+def cmd_tfrecords(args) -> None:
+    from lresizervit.data.folds import read_folds
+    from lresizervit.data.schema import check_images, read_table
+    from lresizervit.data.tfrecords import TFRecordsError, check_matches_frame, write_tfrecords
+    from lresizervit.training.trainer import tfrecords_root
+
+    cfg = _config(args)
+    data_dir, root = Path(cfg.data.dir), tfrecords_root(cfg)
+    jobs = []
+    if args.split in ("train", "both"):
+        jobs.append(("train", read_folds(cfg.data.folds_csv)[0], data_dir / "train", cfg.data.folds_csv))
+    if args.split in ("test", "both"):
+        test_csv = data_dir / "test.csv"
+        jobs.append(("test", read_table(test_csv, "test"), data_dir / "test", test_csv))
+    for split, df, image_dir, source in jobs:
+        out = root / split
+        if args.if_missing:
+            try:
+                check_matches_frame(out, df, cfg.data.image_size)
+                print(f"{out}: up to date; kept")
+                continue
+            except TFRecordsError:
+                pass
+        check_images(df, image_dir, str(source))
+        m = write_tfrecords(df, image_dir, out, cfg.data.image_size, num_shards=args.shards,
+                            quality=args.quality, workers=args.workers)
+        print(f"wrote {out}: {m['total']} records in {len(m['shards'])} shard(s), "
+              f"{sum(s['bytes'] for s in m['shards']) / 2**20:.1f} MiB, folds {m['folds']}")
 
 
 def cmd_list_folds(args) -> None:
@@ -194,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_config(sub.add_parser("folds", help="write the stratified folds file"))
     sp.add_argument("--if-missing", action="store_true", help="keep an existing folds file")
     sp.set_defaults(func=cmd_folds)
+    sp = with_config(sub.add_parser("tfrecords", help="write pre-resized TFRecord shards (TPU input, faster loading)"))
+    sp.add_argument("--split", choices=("train", "test", "both"), default="both")
+    sp.add_argument("--shards", type=int, default=None, help="shard count (default: ~100-200 MB each)")
+    sp.add_argument("--quality", type=int, default=95, help="JPEG quality of the stored images")
+    sp.add_argument("--workers", type=int, default=None, help="encoding processes (at most 2)")
+    sp.add_argument("--if-missing", action="store_true", help="keep records that match the folds file and size")
+    sp.set_defaults(func=cmd_tfrecords)
     with_config(sub.add_parser("list-folds", help="print the fold numbers of the folds file")).set_defaults(
         func=cmd_list_folds)
     with_config(sub.add_parser("check-data", help="validate train.csv, test.csv and every image")).set_defaults(

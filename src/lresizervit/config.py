@@ -37,6 +37,14 @@ class DataConfig:
     # Keep decoded images in memory after the first epoch: they are kept uncropped, shorter side at
     # image_size, so ~4 * N * image_size^2 bytes for 4:3 photos.
     cache: bool = False
+    # Train from pre-resized TFRecords instead of the photos (write them once with
+    # `python -m lresizervit tfrecords`). Needed on TPU; faster anywhere: decoding is the loader's main cost.
+    tfrecords: bool = False
+    # "" = <dir>/tfrecords_<image_size>; on Kaggle data.dir is read-only: use /kaggle/working/tfrecords_512.
+    tfrecords_dir: str = ""
+    # With tfrecords: TF-only augmentations (same augment.* probabilities) instead of albumentations, for
+    # hosts where tf.numpy_function cannot run (TPU input workers).
+    pure_tf_augment: bool = False
 
 
 @dataclass

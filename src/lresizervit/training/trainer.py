@@ -41,7 +41,7 @@ BACKUP_DIR = "backup"
 # Where the data lives may differ between machines (folds 0-1 at home, 2-4 on Kaggle); write_cv checks
 # that the folds' rows still add up.
 _HARMLESS_KEYS = {("train", "verbose"), ("train", "tensorboard"), ("train", "strategy"), ("predict",),
-                  ("data", "dir"), ("data", "folds_csv"), ("data", "cache")}
+                  ("data", "dir"), ("data", "folds_csv"), ("data", "cache"), ("data", "tfrecords_dir")}
 
 
 def fold_dir(run_dir: Path, fold: int) -> Path:
@@ -183,6 +183,28 @@ class _FoldMonitor(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def tfrecords_root(cfg: Config) -> Path:
+    from lresizervit.data.tfrecords import default_tfrecords_dir
+
+    if cfg.data.tfrecords_dir:
+        return Path(cfg.data.tfrecords_dir)
+    return default_tfrecords_dir(cfg.data.dir, cfg.data.image_size)
+
+
+def build_tfrecord_datasets(cfg: Config, rec_dir: Path, fold: int, n_folds: int, seed: int, batch_size: int,
+                            drop_remainder: bool):
+    from lresizervit.data.tfrecords import make_tfrecord_dataset
+
+    common = {"image_size": cfg.data.image_size, "batch_size": batch_size, "cache": cfg.data.cache,
+              "pure_tf": cfg.data.pure_tf_augment}
+    train_ds = make_tfrecord_dataset(rec_dir, folds=[k for k in range(n_folds) if k != fold], training=True,
+                                     augment_kwargs=dataclasses.asdict(cfg.augment), shuffle_seed=seed,
+                                     drop_remainder=drop_remainder, **common)
+    # Fold `fold`'s rows come back in folds-file order, so predictions line up with val_df for oof.csv.
+    val_ds = make_tfrecord_dataset(rec_dir, folds=[fold], training=False, **common)
+    return train_ds, val_ds
+
+
 def build_datasets(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, train_paths: list[str],
                    val_paths: list[str], seed: int, batch_size: int):
     import tensorflow as tf
@@ -258,8 +280,15 @@ def train_fold(cfg: Config, fold: int, force: bool = False) -> dict:
         write_cv(cfg)
         return json.loads((out / "metrics.json").read_text())
     image_dir = Path(cfg.data.dir) / "train"
-    # Every image is checked before the first step: a missing file must not surface in epoch 7.
-    paths = check_images(folds_df, image_dir, cfg.data.folds_csv)
+    if cfg.data.tfrecords:
+        from lresizervit.data.tfrecords import check_matches_frame
+
+        rec_dir = tfrecords_root(cfg) / "train"
+        # Records written from another folds file would validate on rows the model trained on.
+        check_matches_frame(rec_dir, folds_df, cfg.data.image_size)
+    else:
+        # Every image is checked before the first step: a missing file must not surface in epoch 7.
+        paths = check_images(folds_df, image_dir, cfg.data.folds_csv)
 
     seed = cfg.train.seed + fold
     keras.utils.set_random_seed(seed)
@@ -270,9 +299,14 @@ def train_fold(cfg: Config, fold: int, force: bool = False) -> dict:
     global_batch = cfg.train.batch_size * replicas
     in_val = (folds_df[FOLD] == fold).to_numpy()
     train_df, val_df = folds_df[~in_val].reset_index(drop=True), folds_df[in_val].reset_index(drop=True)
-    train_paths = [p for p, v in zip(paths, in_val, strict=True) if not v]
-    val_paths = [p for p, v in zip(paths, in_val, strict=True) if v]
-    train_ds, val_ds = build_datasets(cfg, train_df, val_df, train_paths, val_paths, seed, global_batch)
+    if cfg.data.tfrecords:
+        # A TPU wants every batch the same size.
+        tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+        train_ds, val_ds = build_tfrecord_datasets(cfg, rec_dir, fold, n_folds, seed, global_batch, tpu)
+    else:
+        train_paths = [p for p, v in zip(paths, in_val, strict=True) if not v]
+        val_paths = [p for p, v in zip(paths, in_val, strict=True) if v]
+        train_ds, val_ds = build_datasets(cfg, train_df, val_df, train_paths, val_paths, seed, global_batch)
     steps = math.ceil(len(train_df) / global_batch)
     # Built before the config is saved: a config the model refuses (a size not divisible by the patch, a
     # missing backbone) must not become the experiment's config.
