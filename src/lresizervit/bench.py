@@ -44,6 +44,19 @@ def bench_loader(cfg: Config, n_images: int = 256, repeats: int = 3) -> dict:
             paths, meta, target, image_size=size, batch_size=bs, training=False),
         "train loader, cached (epochs 2..)": cached_train,
     }
+    from lresizervit.training.trainer import tfrecords_root
+
+    rec_dir = tfrecords_root(cfg) / "train"
+    if (rec_dir / "manifest.json").is_file():
+        # The same number of images, from records pre-resized by `python -m lresizervit tfrecords`.
+        from lresizervit.data.tfrecords import make_tfrecord_dataset
+
+        n_batches = -(-len(paths) // bs)
+        for label, pure_tf in (("albumentations", False), ("pure TF", True)):
+            pipelines[f"TFRecord train loader ({label})"] = (
+                lambda pure_tf=pure_tf: make_tfrecord_dataset(
+                    rec_dir, folds=None, image_size=size, batch_size=bs, training=True, augment_kwargs=aug,
+                    pure_tf=pure_tf).take(n_batches))
     rates: dict[str, list[float]] = {name: [] for name in pipelines}
     built = {name: make() for name, make in pipelines.items()}
     for ds in built.values():  # warm-up pass: tracing, thread pools, the OS file cache
