@@ -12,16 +12,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from lresizervit.training.trainer import backup_epoch
 from tests.test_end_to_end import ROOT, run, tiny_config
 
 pytestmark = pytest.mark.slow
-
-
-def _rows(path: Path) -> int:
-    try:
-        return len(pd.read_csv(path))
-    except (FileNotFoundError, pd.errors.EmptyDataError):
-        return 0
 
 
 def test_kill_and_resume_then_skip(tmp_path):
@@ -73,11 +67,7 @@ def test_kill_and_resume_then_skip(tmp_path):
 
 
 def backup_epochs(fold: Path) -> int:
-    meta = fold / "backup" / "training_metadata.json"
-    try:
-        return int(json.loads(meta.read_text())["epoch"])
-    except (FileNotFoundError, ValueError, KeyError):
-        return 0
+    return backup_epoch(fold / "backup")
 
 
 def test_early_stopping_and_force(tmp_path):

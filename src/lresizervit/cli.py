@@ -187,14 +187,16 @@ def cmd_validate(args) -> None:
 
 def cmd_bench(args) -> None:
     from lresizervit.bench import bench_loader, bench_step
+    from lresizervit.io_utils import atomic_write_json
 
     cfg = _config(args)
     if args.what == "step":
         result = bench_step(cfg, batch=args.batch, steps=args.steps)
-        if args.json:
-            from lresizervit.io_utils import atomic_write_json
-
-            atomic_write_json(args.json, result)
+    else:
+        result = bench_loader(cfg, n_images=args.images, repeats=args.repeats)
+    if args.json:
+        atomic_write_json(args.json, result)
+    if args.what == "step":
         print(f"train step of {result['backbone']}, batch {result['batch']}, {result['precision']}, median of "
               f"{result['steps']} steps after one untimed step, each variant in its own process ({result['machine']})")
         print("| variant | parameters | s/step | vs first | peak RSS MiB | RSS before model MiB |")
@@ -203,11 +205,6 @@ def cmd_bench(args) -> None:
             print(f"| {name} | {row['parameters']:,} | {row['step_seconds']:.2f} | {row['step_time_vs_first']:.2f}x"
                   f" | {row['peak_rss_mib']:.0f} | {row['rss_before_model_mib']:.0f} |")
         return
-    result = bench_loader(cfg, n_images=args.images, repeats=args.repeats)
-    if args.json:
-        from lresizervit.io_utils import atomic_write_json
-
-        atomic_write_json(args.json, result)
     print(f"{result['images']} images of {result['data_dir']} at {result['image_size']} px, batch "
           f"{result['batch_size']}, median of {result['repeats']} passes after a warm-up pass ({result['machine']})")
     print("| pipeline | images/s | vs plain |\n|---|---:|---:|")
