@@ -122,3 +122,18 @@ def test_undecodable_image_is_one_error_line_naming_the_file(tmp_path, capsys):
     assert main(["predict", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot decode image") and str(bad) in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_bench_replicas_times_one_and_two_replicas(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "replicas.json"
+    assert main(["bench", "configs/demo.yaml", "--what", "replicas", "--batch", "4", "--steps", "2",
+                 "--json", str(out), "--set", "data.image_size=32", "--set", "model.resizer.target_size=16",
+                 "--set", "model.resizer.filters=4"]) == 0
+    result = json.loads(out.read_text())
+    assert list(result["variants"]) == ["1 replica(s)", "2 replica(s)"]
+    for row in result["variants"].values():
+        assert row["step_seconds"] > 0 and len(row["step_seconds_runs"]) == 3
+    assert "| 2 replica(s) |" in capsys.readouterr().out

@@ -142,3 +142,71 @@ def bench_step(cfg: Config, batch: int = 4, steps: int = 3, variants=("learned",
     return {"what": "train step", "backbone": cfg.model.backbone.name, "batch": batch, "steps": steps,
             "precision": cfg.train.precision, "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
             f"TensorFlow {tf.__version__}", "variants": rows}
+
+
+def _replica_worker(cfg_dict: dict, batch: int, steps: int, queue) -> None:
+    """Times the train step under 1 and 2 replicas on the same global batch, in a fresh process (logical
+    devices can only be configured before TensorFlow starts)."""
+    import time
+
+    import numpy as np
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) < 2:
+        # No two accelerators: split the CPU in two, which checks the mechanics, not a speed-up.
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+
+    from lresizervit.config import config_from_dict
+    from lresizervit.training.strategy import make_strategy
+    from lresizervit.training.trainer import compile_model
+
+    cfg = config_from_dict(cfg_dict)
+    size = cfg.data.image_size
+    rng = np.random.default_rng(0)
+    x = {"image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
+         "metadata": rng.integers(0, 2, (batch, 12)).astype("float32")}
+    y = rng.uniform(1, 100, batch).astype("float32")
+    ds = tf.data.Dataset.from_tensors((x, y)).repeat(steps)
+    out = {}
+    for name in ("default", "mirrored"):
+        keras.utils.set_random_seed(0)
+        strategy = make_strategy(name)
+        with strategy.scope():
+            model = compile_model(cfg, steps_per_epoch=steps, replicas=strategy.num_replicas_in_sync)
+        model.fit(ds, epochs=1, verbose=0, shuffle=False)  # trace: not timed
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            model.fit(ds, epochs=1, verbose=0, shuffle=False)
+            times.append((time.perf_counter() - t0) / steps)
+        out[f"{strategy.num_replicas_in_sync} replica(s)"] = {
+            "step_seconds": sorted(times)[1], "step_seconds_runs": times,
+            "devices": "GPU" if len(gpus) >= 2 else "logical CPU"}
+    queue.put(out)
+
+
+def bench_replicas(cfg: Config, batch: int = 32, steps: int = 10) -> dict:
+    """Seconds per train step with 1 replica and with 2 (MirroredStrategy) on the same global batch."""
+    import multiprocessing as mp
+
+    import tensorflow as tf
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_replica_worker, args=(cfg.to_dict(), batch, steps, queue))
+    proc.start()
+    try:
+        rows = queue.get(timeout=STEP_TIMEOUT_S)
+    except Exception as exc:
+        proc.kill()
+        raise RuntimeError(f"bench replicas gave no result (exit code {proc.exitcode})") from exc
+    proc.join()
+    base = next(iter(rows.values()))["step_seconds"]
+    for row in rows.values():
+        row["step_time_vs_first"] = row["step_seconds"] / base
+    return {"what": "replicas", "backbone": cfg.model.backbone.name, "batch": batch, "steps": steps,
+            "precision": cfg.train.precision, "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"TensorFlow {tf.__version__}", "variants": rows}

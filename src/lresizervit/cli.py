@@ -186,16 +186,25 @@ def cmd_validate(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from lresizervit.bench import bench_loader, bench_step
+    from lresizervit.bench import bench_loader, bench_replicas, bench_step
     from lresizervit.io_utils import atomic_write_json
 
     cfg = _config(args)
     if args.what == "step":
         result = bench_step(cfg, batch=args.batch, steps=args.steps)
+    elif args.what == "replicas":
+        result = bench_replicas(cfg, batch=args.batch, steps=args.steps)
     else:
         result = bench_loader(cfg, n_images=args.images, repeats=args.repeats)
     if args.json:
         atomic_write_json(args.json, result)
+    if args.what == "replicas":
+        print(f"train step of {result['backbone']}, global batch {result['batch']}, median of 3 passes of "
+              f"{result['steps']} steps ({result['machine']})")
+        print("| replicas | devices | s/step | vs 1 replica |\n|---|---|---:|---:|")
+        for name, row in result["variants"].items():
+            print(f"| {name} | {row['devices']} | {row['step_seconds']:.3f} | {row['step_time_vs_first']:.2f}x |")
+        return
     if args.what == "step":
         print(f"train step of {result['backbone']}, batch {result['batch']}, {result['precision']}, median of "
               f"{result['steps']} steps after one untimed step, each variant in its own process ({result['machine']})")
@@ -273,9 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_validate)
 
     sp = with_config(sub.add_parser("bench", help="loader images/s, or train-step time and memory per resizer mode"))
-    sp.add_argument("--what", choices=("loader", "step"), default="loader")
-    sp.add_argument("--batch", type=int, default=4, help="step: batch size")
-    sp.add_argument("--steps", type=int, default=3, help="step: timed steps per variant (median reported)")
+    sp.add_argument("--what", choices=("loader", "step", "replicas"), default="loader")
+    sp.add_argument("--batch", type=int, default=4, help="step/replicas: (global) batch size")
+    sp.add_argument("--steps", type=int, default=3, help="step: timed steps per variant; replicas: steps per pass")
     sp.add_argument("--images", type=int, default=256, help="images to read per pass")
     sp.add_argument("--repeats", type=int, default=3, help="passes per pipeline (median reported)")
     sp.add_argument("--json", default=None, help="also write the raw figures to this JSON file")
