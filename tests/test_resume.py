@@ -18,15 +18,23 @@ from tests.test_end_to_end import ROOT, run, tiny_config
 pytestmark = pytest.mark.slow
 
 
-def test_kill_and_resume_then_skip(tmp_path):
+def tiny_experiment(tmp_path: Path, n_train: int, seed: int, train: dict, resizer_mode: str = "learned") -> Path:
+    """A synthetic data set, its folds and a tiny config with `train` overrides; returns the config path."""
     py = sys.executable
-    run([py, "-m", "lresizervit", "synth", "--out", str(tmp_path / "data"), "--train", "24", "--test", "2",
-         "--min-side", "40", "--max-side", "48", "--max-long-side", "56", "--seed", "3"], ROOT)
+    run([py, "-m", "lresizervit", "synth", "--out", str(tmp_path / "data"), "--train", str(n_train), "--test",
+         "2", "--min-side", "40", "--max-side", "48", "--max-long-side", "56", "--seed", str(seed)], ROOT)
     cfg_path = tiny_config(tmp_path)
     cfg = yaml.safe_load(cfg_path.read_text())
-    cfg["train"]["epochs"] = 40
+    cfg["train"].update(train)
+    cfg["model"]["resizer"]["mode"] = resizer_mode
     cfg_path.write_text(yaml.safe_dump(cfg))
     run([py, "-m", "lresizervit", "folds", str(cfg_path)], ROOT)
+    return cfg_path
+
+
+def test_kill_and_resume_then_skip(tmp_path):
+    py = sys.executable
+    cfg_path = tiny_experiment(tmp_path, 24, 3, {"epochs": 40})
     fold = tmp_path / "models" / "tiny" / "fold_0"
     history = fold / "history.csv"
 
@@ -72,16 +80,10 @@ def backup_epochs(fold: Path) -> int:
 
 def test_early_stopping_and_force(tmp_path):
     py = sys.executable
-    run([py, "-m", "lresizervit", "synth", "--out", str(tmp_path / "data"), "--train", "16", "--test", "2",
-         "--min-side", "40", "--max-side", "48", "--max-long-side", "56", "--seed", "4"], ROOT)
-    cfg_path = tiny_config(tmp_path)
-    cfg = yaml.safe_load(cfg_path.read_text())
     # A learning rate of ~0 never improves after epoch 1 (no BatchNorm either: the bilinear resizer has
     # none, so nothing moves at all): patience 2 stops after epoch 3.
-    cfg["train"].update(epochs=30, patience=2, learning_rate=1e-12, clip_norm=1.0, tensorboard=False)
-    cfg["model"]["resizer"]["mode"] = "bilinear"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    run([py, "-m", "lresizervit", "folds", str(cfg_path)], ROOT)
+    cfg_path = tiny_experiment(tmp_path, 16, 4, {"epochs": 30, "patience": 2, "learning_rate": 1e-12,
+                                                 "clip_norm": 1.0, "tensorboard": False}, resizer_mode="bilinear")
     out = run([py, "-m", "lresizervit", "train", str(cfg_path), "--fold", "1"], ROOT).stdout
     assert "stopping early" in out
     metrics = json.loads((tmp_path / "models/tiny/fold_1/metrics.json").read_text())

@@ -12,12 +12,20 @@ from typing import Any
 import pandas as pd
 
 
+def temp_path(path: str | os.PathLike) -> Path:
+    """A unique hidden temp file beside `path`, for writing it and then `os.replace`-ing it into place.
+
+    Same folder, so os.replace is a rename on one file system; our own name rather than tempfile's, so
+    the file gets the usual umask permissions (mkstemp creates it 0600).
+    """
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder, so os.replace is a rename on one file system; our own name rather than tempfile's,
-    # so the file gets the usual umask permissions (mkstemp creates it 0600).
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    tmp = temp_path(path)
     try:
         with open(tmp, "xb") as fh:
             fh.write(data)

@@ -31,7 +31,6 @@ import math
 import multiprocessing
 import os
 import re
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,7 +42,7 @@ from PIL import Image
 
 from lresizervit.data.decode import load_image
 from lresizervit.data.schema import FOLD, ID, META_COLUMNS, TARGET, image_path
-from lresizervit.io_utils import atomic_write_json
+from lresizervit.io_utils import atomic_write_json, temp_path
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -147,7 +146,7 @@ def write_tfrecords(
     tmp: Path | None = None
     try:
         for name, chunk in zip(names, chunks, strict=True):
-            tmp = out / f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+            tmp = temp_path(out / name)
             with tf.io.TFRecordWriter(str(tmp)) as writer:
                 for i in chunk:
                     data, height, width = next(encoded)
