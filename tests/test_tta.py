@@ -38,3 +38,16 @@ def test_predict_models_averages_models_and_views_and_clips():
     img[:, :, :2] = 200  # 50 + 200 = 250 plain, -150 flipped: each view is averaged, then clipped
     ds2 = tf.data.Dataset.from_tensor_slices({"image": img, "metadata": np.zeros((5, 12), "float32")}).batch(3)
     np.testing.assert_allclose(predict_models([model, model], ds2, "none"), np.full(5, 100.0))
+
+
+def test_flip_zoom_adds_a_centre_zoom_and_its_mirror():
+    img = np.full((1, 40, 60, 3), 100, np.uint8)
+    img[:, :2] = 0  # a 2-px border row at the top: the 90 % centre crop (2 px each side) cuts it away
+    img[:, :, -10:] = 255  # a bright right edge, moved left by the mirror
+    x = {"image": tf.constant(img), "metadata": tf.zeros((1, 12))}
+    views = [v(x)["image"].numpy() for v in tta_views("flip_zoom")]
+    assert len(views) == 4 and all(v.shape == img.shape and v.dtype == np.uint8 for v in views)
+    zoom, zoom_flip = views[2], views[3]
+    assert zoom[0, 0, 20, 0] == 100  # the dark top rows are outside the crop
+    assert zoom[0, 20, -1, 0] == 255 and zoom[0, 20, 0, 0] == 100
+    np.testing.assert_array_equal(zoom_flip, zoom[:, :, ::-1])
