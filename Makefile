@@ -15,7 +15,7 @@ DEMO_DATA ?= input/demo
 DEMO_TRAIN ?= 1500
 DEMO_TEST ?= 200
 
-.PHONY: install demo test test-fast lint bench clean-demo
+.PHONY: install demo test test-fast lint bench ablation clean-demo
 
 install: $(STAMP)
 
@@ -33,6 +33,7 @@ demo: install
 	$(PY) -m lresizervit folds configs/demo.yaml --if-missing; \
 	PYTHON=$(PY) bash train_folds.sh configs/demo.yaml; \
 	$(PY) predict.py configs/demo.yaml; \
+	$(PY) predict.py configs/demo.yaml --svr; \
 	echo "make demo: $$(( $$(date +%s) - start )) s (not counting the install)"
 
 test: install
@@ -47,6 +48,11 @@ lint: install
 bench: install
 	mkdir -p bench
 	$(PY) -m lresizervit bench configs/demo.yaml --images 512 --repeats 5 --json bench/loader.json
+
+# The resolution ablation (docs/BENCHMARKS.md): learned vs conv_after_resize vs bilinear, 3 folds each (~30 min).
+ablation: install
+	mkdir -p bench
+	$(PY) -m lresizervit ablation configs/ablation.yaml --json bench/ablation.json --md bench/ablation.md
 
 clean-demo:
 	rm -rf $(DEMO_DATA) folds/demo_folds.csv models/demo submissions/demo.csv

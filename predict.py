@@ -1,6 +1,8 @@
-"""Write the submission of a trained experiment: `python predict.py [CONFIG] [--set KEY=VALUE ...]`.
+"""Write the submission of one or more trained experiments:
+`python predict.py [EXP ...] [--out FILE] [--data-dir DIR] [--tta MODE] [--svr] [--set KEY=VALUE ...]`.
 
-Loads every fold model from models/<name>/, averages folds x TTA views and writes
+Each EXP is a config YAML or a models/<exp>/ folder. Loads every fold model, averages folds x TTA views,
+blends several experiments (and SVR heads) with weights fitted on their OOF predictions, and writes
 submissions/<name>.csv after checking it. Same as `python -m lresizervit predict`.
 """
 

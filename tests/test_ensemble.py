@@ -18,7 +18,13 @@ import pytest
 from lresizervit.cli import main
 from lresizervit.data.schema import FOLD, ID, TARGET
 from lresizervit.inference import ensemble
-from lresizervit.inference.ensemble import Member, blend, fit_blend_weights, nested_blend_rmse, out_of_fold_blend
+from lresizervit.inference.ensemble import (
+    Member,
+    blend,
+    fit_blend_weights,
+    nested_blend_rmse,
+    out_of_fold_blend,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

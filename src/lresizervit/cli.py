@@ -24,15 +24,39 @@ def _config(args):
     return load_config(path, tuple(args.set or ()))
 
 
-def _prediction_config(args):
-    """The trained experiment's own config; only where the data lives and how to predict come from now."""
+def _prediction_configs(args) -> list:
+    """The trained experiments' own configs; only where the data lives and how to predict come from now.
+
+    Each EXP is a config YAML (its run folder models/<name>/ is used) or an experiment folder itself (one
+    holding config.yaml and fold_*/, e.g. an attached Kaggle dataset).
+    """
+    from lresizervit.config import load_config
     from lresizervit.training.trainer import load_run_config
 
-    now = _config(args)
-    saved = load_run_config(now.run_dir)
-    saved.data.dir = now.data.dir
-    saved.predict = now.predict
-    return saved
+    specs = args.experiments or ([DEFAULT_CONFIG] if Path(DEFAULT_CONFIG).is_file() else [])
+    if not specs:
+        raise ValueError(f"name an experiment (a config YAML or a models/<exp>/ folder); {DEFAULT_CONFIG} "
+                         "does not exist here")
+    sets = tuple(args.set or ())
+    cfgs = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            cfg = load_run_config(path, sets)
+            # The folder is the experiment wherever it lies now (its saved output_dir/name are from training).
+            cfg.output_dir, cfg.name = str(path.parent), path.name
+        elif path.is_file():
+            now = load_config(path, sets)
+            cfg = load_run_config(now.run_dir)
+            cfg.data.dir, cfg.predict = now.data.dir, now.predict
+        else:
+            raise FileNotFoundError(f"{spec}: neither a config file nor an experiment folder")
+        if args.tta is not None:
+            cfg.predict.tta = args.tta
+        if args.svr is not None:
+            cfg.predict.svr = args.svr
+        cfgs.append(cfg)
+    return cfgs
 
 
 def cmd_synth(args) -> None:
@@ -171,11 +195,27 @@ def cmd_report(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from lresizervit.inference.predict import format_table, run_predict
+    from lresizervit.inference.ensemble import format_members, run_ensemble
+    from lresizervit.inference.predict import format_table
 
-    cfg = _prediction_config(args)
-    summary = run_predict(cfg, args.out)
-    print(format_table(cfg, summary))
+    cfgs = _prediction_configs(args)
+    first = cfgs[0]
+    data_dir = args.data_dir or first.data.dir
+    if args.out:
+        out = args.out
+    else:
+        svr = "+svr" if any(c.predict.svr for c in cfgs) else ""
+        out = Path(first.predict.out_dir) / f"{'+'.join(c.run_dir.name for c in cfgs)}{svr}.csv"
+    summary = run_ensemble(cfgs, data_dir, out)
+    if len(summary["members"]) == 1:
+        print(format_table(first, summary))
+        return
+    print(format_members(summary))
+    if "test_rmse" in summary:
+        print(f"hidden-test RMSE of the submission: {summary['test_rmse']:.3f}")
+    print(f"submission: {summary['submission']}  ({summary['n_test']} rows, {summary['models']} fold models, "
+          f"{summary['images_per_second']:.1f} test images/s over all experiments); weights and CVs in "
+          f"{Path(summary['submission']).with_suffix('.json')}")
 
 
 def cmd_validate(args) -> None:
@@ -186,39 +226,60 @@ def cmd_validate(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from lresizervit.bench import bench_loader, bench_replicas, bench_step
-    from lresizervit.io_utils import atomic_write_json
+    from lresizervit.bench import (
+        bench_loader,
+        bench_predict,
+        bench_replicas,
+        bench_step,
+        format_markdown,
+        parse_variants,
+    )
+    from lresizervit.io_utils import atomic_write_json, atomic_write_text
 
     cfg = _config(args)
-    if args.what == "step":
-        result = bench_step(cfg, batch=args.batch, steps=args.steps)
+    if args.what in ("step", "efficiency"):
+        size = cfg.data.image_size
+        variants = parse_variants(args.variants, size) if args.variants else (
+            [("learned", size)] if args.what == "efficiency" else None)
+        precisions = tuple(p.strip() for p in args.precisions.split(",")) if args.precisions else (
+            ("float32", "mixed_bfloat16") if args.what == "efficiency" else None)
+        result = bench_step(cfg, batch=args.batch, steps=args.steps, variants=variants, precisions=precisions,
+                            rounds=args.rounds, matmul_n=args.matmul_size)
+    elif args.what == "predict":
+        from lresizervit.training.trainer import load_run_config
+
+        # The experiment's own config rebuilds nothing here, but says how it was trained (image size, TTA);
+        # where the data lives and the predict settings come from now, as in `predict`.
+        saved = load_run_config(cfg.run_dir)
+        saved.data.dir, saved.predict = cfg.data.dir, cfg.predict
+        result = bench_predict(saved, repeats=args.repeats)
     elif args.what == "replicas":
         result = bench_replicas(cfg, batch=args.batch, steps=args.steps)
     else:
         result = bench_loader(cfg, n_images=args.images, repeats=args.repeats)
+    table = format_markdown(result)
     if args.json:
         atomic_write_json(args.json, result)
-    if args.what == "replicas":
-        print(f"train step of {result['backbone']}, global batch {result['batch']}, median of 3 passes of "
-              f"{result['steps']} steps ({result['machine']})")
-        print("| replicas | devices | s/step | vs 1 replica |\n|---|---|---:|---:|")
-        for name, row in result["variants"].items():
-            print(f"| {name} | {row['devices']} | {row['step_seconds']:.3f} | {row['step_time_vs_first']:.2f}x |")
-        return
-    if args.what == "step":
-        print(f"train step of {result['backbone']}, batch {result['batch']}, {result['precision']}, median of "
-              f"{result['steps']} steps after one untimed step, each variant in its own process ({result['machine']})")
-        print("| variant | parameters | s/step | vs first | peak RSS MiB | RSS before model MiB |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for name, row in result["variants"].items():
-            print(f"| {name} | {row['parameters']:,} | {row['step_seconds']:.2f} | {row['step_time_vs_first']:.2f}x"
-                  f" | {row['peak_rss_mib']:.0f} | {row['rss_before_model_mib']:.0f} |")
-        return
-    print(f"{result['images']} images of {result['data_dir']} at {result['image_size']} px, batch "
-          f"{result['batch_size']}, median of {result['repeats']} passes after a warm-up pass ({result['machine']})")
-    print("| pipeline | images/s | vs plain |\n|---|---:|---:|")
-    for name, row in result["pipelines"].items():
-        print(f"| {name} | {row['images_per_second']:.0f} | {row['ratio_to_plain']:.2f}x |")
+    if args.md:
+        atomic_write_text(args.md, table + "\n")
+    print(table)
+
+
+def cmd_ablation(args) -> None:
+    from lresizervit.ablation import format_ablation, run_ablation
+    from lresizervit.io_utils import atomic_write_json, atomic_write_text
+
+    args.config = args.config or "configs/ablation.yaml"
+    cfg = _config(args)
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    result = run_ablation(args.config, cfg, tuple(args.set or ()), modes=modes,
+                          n_train=args.train, seed=args.seed)
+    table = format_ablation(result)
+    if args.json:
+        atomic_write_json(args.json, result)
+    if args.md:
+        atomic_write_text(args.md, table + "\n")
+    print(table)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,8 +333,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--if-complete", action="store_true", help="exit 0 when cv.json is not written yet")
     sp.set_defaults(func=cmd_report)
 
-    sp = with_config(sub.add_parser("predict", help="predict test.csv with all folds and write the submission"))
-    sp.add_argument("--out", default=None, help="submission path (default: submissions/<name>.csv)")
+    sp = sub.add_parser("predict", help="predict test.csv with all folds (of one or several experiments, "
+                        "blended with OOF-fitted weights) and write the submission")
+    sp.add_argument("experiments", nargs="*", metavar="EXP",
+                    help=f"config YAML or experiment folder, one or more (default: {DEFAULT_CONFIG})")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (every EXP)")
+    sp.add_argument("--out", default=None,
+                    help="submission path (default: <predict.out_dir>/<name>[+<name>...][+svr].csv)")
+    sp.add_argument("--data-dir", default=None, help="where test.csv, test/ (and train/ for the SVR or another "
+                    "TTA) are (default: the first EXP's data.dir)")
+    sp.add_argument("--tta", default=None, help="override predict.tta for every EXP: none, hflip, flip_zoom")
+    sp.add_argument("--svr", action=argparse.BooleanOptionalAction, default=None,
+                    help="add (or not) each experiment's SVR head on its embeddings (predict.svr)")
     sp.set_defaults(func=cmd_predict)
 
     sp = sub.add_parser("validate", help="check a submission file against test.csv")
@@ -281,14 +352,39 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--test-csv", default="input/petfinder-pawpularity-score/test.csv")
     sp.set_defaults(func=cmd_validate)
 
-    sp = with_config(sub.add_parser("bench", help="loader images/s, or train-step time and memory per resizer mode"))
-    sp.add_argument("--what", choices=("loader", "step", "replicas"), default="loader")
+    sp = with_config(sub.add_parser("bench", help="loader images/s, train-step time/memory/FLOP/s, predict images/s"))
+    sp.add_argument("--what", choices=("loader", "step", "efficiency", "predict", "replicas"), default="loader")
+    sp.add_argument("--variants", default=None,
+                    help="step/efficiency: MODE[@SIZE],... e.g. learned@512,none@512 (default: learned, bilinear, "
+                         "none at data.image_size, learned at 768 and 1024, bilinear at 1024; efficiency: learned)")
+    sp.add_argument("--precisions", default=None, help="step/efficiency: comma-separated train.precision values "
+                    "(default: the config's; efficiency: float32,mixed_bfloat16)")
+    sp.add_argument("--rounds", type=int, default=1, help="step/efficiency: run every variant this many times, "
+                    "interleaved (median over all)")
+    sp.add_argument("--matmul-size", type=int, default=None, help="step/efficiency: n of the n x n x n reference "
+                    "matmul (default: 2048 on CPU, 8192 on GPU)")
     sp.add_argument("--batch", type=int, default=4, help="step/replicas: (global) batch size")
     sp.add_argument("--steps", type=int, default=3, help="step: timed steps per variant; replicas: steps per pass")
-    sp.add_argument("--images", type=int, default=256, help="images to read per pass")
-    sp.add_argument("--repeats", type=int, default=3, help="passes per pipeline (median reported)")
+    sp.add_argument("--images", type=int, default=256, help="loader: images to read per pass")
+    sp.add_argument("--repeats", type=int, default=3, help="loader/predict: passes per pipeline (median reported)")
     sp.add_argument("--json", default=None, help="also write the raw figures to this JSON file")
+    sp.add_argument("--md", default=None, help="also write the markdown table to this file")
     sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("ablation", help="train each resizer mode on a resolution benchmark, one table")
+    sp.add_argument("config", nargs="?", help="experiment YAML (default: configs/ablation.yaml)")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (every mode)")
+    sp.add_argument("--modes", default="learned,conv_after_resize,bilinear",
+                    help="comma-separated model.resizer.mode values (none is costly: ~13x a learned epoch)")
+    sp.add_argument("--train", type=int, default=1500, help="synthetic train images")
+    sp.add_argument("--seed", type=int, default=1, help="seed of the synthetic data set")
+    sp.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    sp.add_argument("--md", default=None, help="also write the markdown table to this file")
+    sp.set_defaults(func=cmd_ablation)
+
+    from lresizervit.kaggle_io import add_subparsers as add_kaggle_subparsers  # stdlib-only at import
+
+    add_kaggle_subparsers(sub)
     return p
 
 

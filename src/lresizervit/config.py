@@ -59,7 +59,9 @@ class AugmentConfig:
 @dataclass
 class ResizerConfig:
     # "learned": the Talebi & Milanfar resizer; "bilinear": a fixed resize to target_size (the paper's
-    # baseline); "none": no resize, the backbone sees data.image_size itself (the cost the resizer avoids).
+    # baseline); "none": no resize, the backbone sees data.image_size itself (the cost the resizer avoids);
+    # "conv_after_resize": an ablation control, the plain resize then the resizer's own layers at target_size
+    # (same parameters as "learned", no full-resolution view).
     mode: str = "learned"
     # Size the backbone sees; must be divisible by the backbone's patch size.
     target_size: int = 224
@@ -139,15 +141,26 @@ class TrainConfig:
     tensorboard: bool = True
     # Bit-reproducible training: deterministic TF ops and a single-threaded loader (slower, see README).
     deterministic: bool = False
+    # Keep an exponential moving average (EMA) of the weights in the optimizer; validation, early stopping,
+    # the saved best model and the OOF use the averaged weights. Its horizon is ~1 / (1 - ema_momentum)
+    # steps: keep it well below the steps of a whole run.
+    ema: bool = False
+    ema_momentum: float = 0.999
 
 
 @dataclass
 class PredictConfig:
-    # "none" or "hflip": test-time augmentation averaged with the plain prediction.
+    # Test-time augmentation, the same for the OOF and the test set: "none", "hflip" (+ the mirror) or
+    # "flip_zoom" (+ the mirror, a 90 % centre zoom and its mirror: 4 views).
     tta: str = "hflip"
     batch_size: int = 32
     # Submissions land in this folder as <experiment>.csv.
     out_dir: str = "submissions"
+    # Also fit an SVR head on each fold's embeddings (its training part only) and blend it with the network
+    # on the OOF; cuML's SVR is used when importable (GPU), else scikit-learn's.
+    svr: bool = False
+    # The SVR's regularisation C (RBF kernel, on standardised embeddings, targets in Pawpularity units).
+    svr_c: float = 16.0
 
 
 @dataclass
@@ -171,14 +184,14 @@ class Config:
 
 # Values allowed for the string-valued choice keys: checked at load time, so a typo fails before training.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.resizer.mode": ("learned", "bilinear", "none"),
+    "model.resizer.mode": ("learned", "bilinear", "none", "conv_after_resize"),
     "model.resizer.interpolation": ("bilinear", "bicubic", "area", "nearest"),
     "model.backbone.pooling": ("cls", "gap"),
     "model.loss": ("bce", "mse"),
     "model.fusion": ("concat", "none"),
     "train.precision": ("float32", "mixed_bfloat16", "mixed_float16"),
     "train.strategy": ("auto", "default", "mirrored", "tpu", "multi_worker"),
-    "predict.tta": ("none", "hflip"),
+    "predict.tta": ("none", "hflip", "flip_zoom"),
 }
 
 
@@ -329,8 +342,12 @@ def _check_values(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: key 'train.patience' must be >= 0")
     if cfg.train.clip_norm < 0:
         raise ConfigError(f"{source}: key 'train.clip_norm' must be >= 0")
+    if not 0.0 < cfg.train.ema_momentum < 1.0:
+        raise ConfigError(f"{source}: key 'train.ema_momentum' must be in (0, 1), got {cfg.train.ema_momentum!r}")
     if cfg.train.learning_rate <= 0:
         raise ConfigError(f"{source}: key 'train.learning_rate' must be > 0")
+    if cfg.predict.svr_c <= 0:
+        raise ConfigError(f"{source}: key 'predict.svr_c' must be > 0, got {cfg.predict.svr_c!r}")
     if cfg.model.resizer.mode != "none" and cfg.model.resizer.target_size > cfg.data.image_size:
         raise ConfigError(
             f"{source}: key 'model.resizer.target_size' ({cfg.model.resizer.target_size}) is larger than "
