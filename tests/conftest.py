@@ -1,6 +1,52 @@
 import os
+import shutil
+from pathlib import Path
+
+import pytest
 
 # Set before TensorFlow or albumentations are imported anywhere in the test session.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_experiment(tmp_path_factory) -> Path:
+    """A real experiment trained once per test session by the project's own trainer: 24 synthetic photos,
+    2 folds, 1 epoch at 32 → 16 px, hflip TTA; `<root>/tiny.yaml`, `<root>/models/tiny/`, `<root>/data/`.
+    Tests that write into it use `copy_experiment` (training it again costs ~15 s per test file)."""
+    import yaml
+
+    from lresizervit.config import load_config
+    from lresizervit.data.folds import make_folds, write_folds
+    from lresizervit.data.schema import read_table
+    from lresizervit.data.synth import SynthParams, generate
+    from lresizervit.training.trainer import train_fold
+
+    root = tmp_path_factory.mktemp("tiny_experiment")
+    generate(root / "data", 24, 5, SynthParams(seed=3, min_side=40, max_side=48, max_long_side=64), workers=1)
+    tree = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    tree.update(name="tiny", output_dir=str(root / "models"))
+    tree["data"].update(dir=str(root / "data"), folds_csv=str(root / "folds.csv"), n_folds=2, image_size=32,
+                        cache=False)
+    tree["model"]["resizer"].update(target_size=16, filters=4)
+    tree["model"].update(metadata_units=4, head_units=8)
+    tree["train"].update(epochs=1, batch_size=8, tensorboard=False)
+    tree["predict"].update(out_dir=str(root / "submissions"), batch_size=8, svr_c=4.0, tta="hflip")
+    (root / "tiny.yaml").write_text(yaml.safe_dump(tree))
+    cfg = load_config(root / "tiny.yaml")
+    write_folds(make_folds(read_table(root / "data" / "train.csv", "train"), 2, 0), cfg.data.folds_csv)
+    for k in range(2):
+        train_fold(cfg, k)
+    return root
+
+
+def copy_experiment(src: Path, dest: Path) -> Path:
+    """Copy a `tiny_experiment` tree to `dest` with the paths in its YAML files moved along; returns the
+    config path."""
+    shutil.copytree(src, dest)
+    for path in dest.rglob("*.yaml"):
+        path.write_text(path.read_text().replace(str(src), str(dest)))
+    return dest / "tiny.yaml"

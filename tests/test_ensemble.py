@@ -25,6 +25,7 @@ from lresizervit.inference.ensemble import (
     nested_blend_rmse,
     out_of_fold_blend,
 )
+from tests.conftest import copy_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,32 +100,10 @@ def test_blend_aligns_members_by_id_and_refuses_other_rows():
 # ------------------------------------------------------------------------------- a tiny real experiment
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """Two folds of a real tiny model trained by the project's trainer; returns (tmp, config path)."""
-    import yaml
-
-    from lresizervit.config import load_config
-    from lresizervit.data.folds import make_folds, write_folds
-    from lresizervit.data.schema import read_table
-    from lresizervit.data.synth import SynthParams, generate
-    from lresizervit.training.trainer import train_fold
-
-    tmp = tmp_path_factory.mktemp("ensemble")
-    generate(tmp / "data", 24, 5, SynthParams(seed=3, min_side=40, max_side=48, max_long_side=64), workers=1)
-    tree = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
-    tree.update(name="tiny", output_dir=str(tmp / "models"))
-    tree["data"].update(dir=str(tmp / "data"), folds_csv=str(tmp / "folds.csv"), n_folds=2, image_size=32)
-    tree["model"]["resizer"].update(target_size=16, filters=4)
-    tree["model"].update(metadata_units=4, head_units=8)
-    tree["train"].update(epochs=1, batch_size=8, tensorboard=False)
-    tree["predict"].update(out_dir=str(tmp / "submissions"), batch_size=8, svr_c=4.0)
-    cfg_path = tmp / "tiny.yaml"
-    cfg_path.write_text(yaml.safe_dump(tree))
-    cfg = load_config(cfg_path)
-    write_folds(make_folds(read_table(tmp / "data" / "train.csv", "train"), 2, 0), cfg.data.folds_csv)
-    for k in range(2):
-        train_fold(cfg, k)
-    return tmp, cfg_path
+def tiny_run(tiny_experiment, tmp_path_factory):
+    """Our own copy of the session's tiny trained experiment (predict writes caches into it)."""
+    tmp = tmp_path_factory.mktemp("ensemble") / "tree"
+    return tmp, copy_experiment(tiny_experiment, tmp)
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ from lresizervit import kaggle_io
 from lresizervit.cli import main
 from lresizervit.data.schema import META_COLUMNS
 from lresizervit.inference.submission import validate_file
+from tests.conftest import copy_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_KEY = "f4k3k3y0123456789abcdef0123456789"
@@ -279,31 +280,6 @@ def test_inference_entry_point_says_what_is_missing(tmp_path):
 
 # --- a real tiny experiment: package it, then run the entry point against a /kaggle/input tree -------
 
-TRAIN_TINY = """
-import sys, yaml
-from pathlib import Path
-from lresizervit.config import load_config
-from lresizervit.data.folds import make_folds, write_folds
-from lresizervit.data.schema import read_table
-from lresizervit.data.synth import SynthParams, generate
-from lresizervit.training.trainer import train_fold, write_cv
-tmp, root = Path(sys.argv[1]), Path(sys.argv[2])
-generate(tmp / "data", 16, 5, SynthParams(seed=3, min_side=40, max_side=48, max_long_side=56), workers=1)
-cfg = yaml.safe_load((root / "configs" / "demo.yaml").read_text())
-cfg["name"], cfg["output_dir"] = "tiny", str(tmp / "models")
-cfg["data"].update(dir=str(tmp / "data"), folds_csv=str(tmp / "folds.csv"), n_folds=2, image_size=32, cache=False)
-cfg["model"]["resizer"].update(target_size=16, filters=4)
-cfg["model"].update(metadata_units=4, head_units=8)
-cfg["train"].update(epochs=1, batch_size=8, tensorboard=False)
-cfg["predict"].update(tta="none")  # one view: the OOF pass and the test pass stay short
-(tmp / "tiny.yaml").write_text(yaml.safe_dump(cfg))
-c = load_config(tmp / "tiny.yaml")
-write_folds(make_folds(read_table(tmp / "data" / "train.csv", "train"), 2, 42), c.data.folds_csv)
-for k in range(2):
-    train_fold(c, k)
-write_cv(c)
-"""
-
 CREATE_UP_TO_THE_NETWORK = """
 import contextlib, io, sys
 with contextlib.redirect_stdout(io.StringIO()):
@@ -323,13 +299,10 @@ for folder in sys.argv[1:]:
 
 
 @pytest.fixture(scope="module")
-def packaged(tmp_path_factory):
-    """A real 2-fold tiny experiment, trained in one process, packaged with the CLI offline."""
-    tmp = tmp_path_factory.mktemp("kaggle_exp")
-    env = clean_env(tmp)
-    proc = subprocess.run([sys.executable, "-c", TRAIN_TINY, str(tmp), str(ROOT)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def packaged(tiny_experiment, tmp_path_factory):
+    """A copy of the session's real 2-fold tiny experiment, packaged with the CLI offline."""
+    tmp = tmp_path_factory.mktemp("kaggle_exp") / "tree"
+    copy_experiment(tiny_experiment, tmp)
     run_dir = tmp / "models" / "tiny"
     # Offline: an index or proxy that nothing answers, so any download attempt would fail the build.
     dead = f"http://127.0.0.1:{free_port()}"
@@ -407,7 +380,7 @@ def test_offline_entry_point_installs_the_wheel_and_writes_a_valid_submission(pa
     out = working / "submission.csv"
     # Another TTA than the one trained with: predict re-predicts the OOF and caches it in the experiment.
     proc = subprocess.run([py, str(dataset / "inference.py"), "--input-root", str(root), "--out", str(out),
-                           "--work-dir", str(working / "lresizervit"), "--", "--tta", "hflip"], cwd=tmp_path,
+                           "--work-dir", str(working / "lresizervit"), "--", "--tta", "none"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     if editable:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +15,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lresizervit.config import Config, TrainConfig, load_config
+from lresizervit.config import Config, load_config
 from lresizervit.data.folds import make_folds, write_folds
-from lresizervit.data.schema import FOLD, ID, META_COLUMNS, TARGET, read_table
+from lresizervit.data.schema import FOLD, ID, META_COLUMNS, TARGET
 from lresizervit.io_utils import atomic_write_csv, atomic_write_json
 from lresizervit.report import FIGURES, residual_bins, write_report
 from lresizervit.training.trainer import fold_dir, write_cv
+from tests.conftest import copy_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 ALWAYS = ("learning_curves", "oof_scatter", "residual_by_bin")
@@ -130,19 +130,11 @@ def test_residual_bins():
 
 
 @pytest.mark.slow
-def test_report_of_a_real_tiny_run(tmp_path):
-    from lresizervit.data.synth import SynthParams, generate
-    from lresizervit.training.trainer import train_fold
+def test_report_of_a_real_tiny_run(tiny_experiment, tmp_path):
+    from lresizervit.training.trainer import load_run_config
 
-    generate(tmp_path / "data", 24, 3, SynthParams(seed=1, min_side=40, max_side=48, max_long_side=64), workers=1)
-    # TensorBoard logs are not what this test is about (and tensorboard may not be installed); the key is
-    # only passed where this tree's TrainConfig has it.
-    no_tb = ["train.tensorboard=false"] if "tensorboard" in {f.name for f in fields(TrainConfig)} else []
-    cfg = tiny_config(tmp_path, *no_tb)
-    train = read_table(Path(cfg.data.dir) / "train.csv", "train")
-    write_folds(make_folds(train, cfg.data.n_folds, cfg.data.fold_seed), cfg.data.folds_csv)
-    for k in range(cfg.data.n_folds):
-        train_fold(cfg, k)
+    cfg = load_config(copy_experiment(tiny_experiment, tmp_path / "run"))
+    assert load_run_config(cfg.run_dir).name == "tiny"  # the trainer's own artefacts, copied
 
     md_path = write_report(cfg)
     for key in FIGURES:
@@ -154,7 +146,7 @@ def test_report_of_a_real_tiny_run(tmp_path):
     assert "clipped to [-1, 1]" in md and "skipped" not in md
 
     # The same run with one fold's history gone: an error that names the file, not a half report.
-    broken = tiny_config(tmp_path, *no_tb, f"output_dir={tmp_path / 'broken'}")
+    broken = load_config(tmp_path / "run" / "tiny.yaml", [f"output_dir={tmp_path / 'broken'}"])
     shutil.copytree(cfg.run_dir, broken.run_dir, ignore=shutil.ignore_patterns("report"))
     (fold_dir(broken.run_dir, 0) / "history.csv").unlink()
     with pytest.raises(FileNotFoundError, match=r"fold_0/history\.csv"):
