@@ -1,10 +1,10 @@
-"""Two workers on 127.0.0.1 train together with MultiWorkerMirroredStrategy and end with identical weights.
+"""Two workers on 127.0.0.1 train one fold together with MultiWorkerMirroredStrategy, through the real
+`python -m lresizervit train`, and end with identical weights.
 
-Known to fail with Keras 3.15 / TF 2.21: `fit` under MultiWorkerMirroredStrategy calls
-`strategy.reduce("MEAN", batch)` on the first batch to build the model symbolically
-(keras/src/backend/tensorflow/trainer.py, `_maybe_symbolic_build`), and the collective strategy cannot
-reduce a nested batch such as ({"image", "metadata"}, target): "Attempt to convert a value ({'image':
-PerReplica...}) to a Tensor". The test is kept, strict xfail, so it turns red the day that is fixed.
+Plain tf.distribute.MultiWorkerMirroredStrategy fails under Keras 3.15 (its `fit` reduces the nested first
+batch and scalar metrics in ways that strategy does not support); `make_strategy("multi_worker")` returns
+the subclass in lresizervit.training.strategy that accepts them. Real processes, real collectives over
+gRPC, a tiny real model, `fit` with validation, the trainer's artefacts.
 """
 
 import json
@@ -12,73 +12,81 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.test_resume import tiny_experiment
 
-WORKER = r"""
-import json, os, sys
-import numpy as np
-from lresizervit.training.strategy import make_strategy
-strategy = make_strategy("multi_worker")  # must come before any other TF work in this process
-import keras
-import tensorflow as tf
-from lresizervit.config import load_config
-from lresizervit.training.trainer import compile_model
-
-cfg = load_config("configs/demo.yaml", ["data.image_size=32", "model.resizer.target_size=16",
-                  "model.resizer.filters=4", "model.metadata_units=4", "model.head_units=8",
-                  "model.head_dropout=0.0", "train.warmup_fraction=0.0", "train.batch_size=4"])
-keras.utils.set_random_seed(0)
-rng = np.random.default_rng(0)
-x = {"image": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
-     "metadata": rng.integers(0, 2, (8, 12)).astype("float32")}
-y = rng.uniform(1, 100, 8).astype("float32")
-ds = tf.data.Dataset.from_tensors((x, y)).repeat(3)
-with strategy.scope():
-    model = compile_model(cfg, steps_per_epoch=3, replicas=strategy.num_replicas_in_sync)
-history = model.fit(ds, epochs=2, verbose=0, shuffle=False).history
-out = sys.argv[1]
-np.savez(out, *[np.asarray(w) for w in model.get_weights()])
-print(json.dumps({"replicas": strategy.num_replicas_in_sync, "loss": history["loss"]}))
-"""
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:  # held together, so the n ports differ
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="Keras 3.15 fit() under MultiWorkerMirroredStrategy cannot reduce dict "
-                   "inputs in _maybe_symbolic_build (see the module docstring)")
-def test_two_workers_train_together(tmp_path):
-    ports = [_free_port(), _free_port()]
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+def train_two_workers(cfg_path: Path, *args: str) -> list[subprocess.CompletedProcess]:
+    """Run `train` on two workers at once; a hung collective fails the test instead of hanging CI."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     procs = []
     for index in range(2):
         env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
                "CUDA_VISIBLE_DEVICES": "",
                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / f"w{index}.npz")], cwd=ROOT,
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = []
+        procs.append(subprocess.Popen([sys.executable, "-m", "lresizervit", "train", str(cfg_path), *args],
+                                      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    done = []
     try:
         for proc in procs:
-            # A hung collective must fail the test, not hang CI.
-            out, err = proc.communicate(timeout=240)
-            assert proc.returncode == 0, "\n".join(ln for ln in err.splitlines() if "Error" in ln or "File " in ln)[-4000:]
-            outs.append(json.loads(out.strip().splitlines()[-1]))
+            out, err = proc.communicate(timeout=150)
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-    assert [o["replicas"] for o in outs] == [2, 2]
-    a, b = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
-    assert len(a.files) == len(b.files) > 0
-    for key in a.files:
-        np.testing.assert_array_equal(a[key], b[key])
-    assert np.isfinite(outs[0]["loss"]).all()
+                proc.wait()
+    return done
+
+
+def test_two_workers_train_together(tmp_path):
+    from lresizervit.models.regressor import load_model
+
+    # 16 images, fold 0: 8 train = one global batch of 2 replicas × 4.
+    cfg_path = tiny_experiment(tmp_path, 16, 5, {"epochs": 2, "batch_size": 4, "strategy": "multi_worker",
+                                                 "tensorboard": False})
+    chief, worker = train_two_workers(cfg_path, "--fold", "0", "--set", "predict.tta=none")
+    for proc in (chief, worker):
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "_MultiWorkerMirroredStrategy with 2 replica(s), global batch 8" in proc.stdout
+    # The chief writes the experiment; worker 1 writes its copy beside it, never the same files.
+    fold = tmp_path / "models" / "tiny" / "fold_0"
+    fold_w = tmp_path / "models" / ".worker_1" / "tiny" / "fold_0"
+    for d in (fold, fold_w):
+        assert {"model.keras", "history.csv", "oof.csv", "metrics.json"} <= {p.name for p in d.iterdir()}
+    a, b = load_model(fold / "model.keras").get_weights(), load_model(fold_w / "model.keras").get_weights()
+    assert len(a) == len(b) > 0
+    for wa, wb in zip(a, b, strict=True):
+        np.testing.assert_array_equal(wa, wb)
+    # Losses and validation RMSE are all-reduced: the same on both workers, finite, two epochs.
+    ha, hb = pd.read_csv(fold / "history.csv"), pd.read_csv(fold_w / "history.csv")
+    assert ha["epoch"].tolist() == [1, 2]
+    pd.testing.assert_series_equal(ha["loss"], hb["loss"])
+    pd.testing.assert_series_equal(ha["val_rmse"], hb["val_rmse"])
+    assert np.isfinite(ha[["loss", "val_rmse"]].to_numpy()).all()
+    assert json.loads((fold / "metrics.json").read_text())["replicas"] == 2
+
+    # A worker that would skip or resume alone leaves the others in a collective: both refuse, clearly.
+    (fold_w / "metrics.json").unlink()
+    for proc in train_two_workers(cfg_path, "--fold", "0", "--set", "predict.tta=none"):
+        assert proc.returncode == 2
+        assert "error: the workers disagree" in proc.stderr and "fold_complete=1" in proc.stderr

@@ -19,16 +19,26 @@ pytestmark = pytest.mark.slow
 
 
 def tiny_experiment(tmp_path: Path, n_train: int, seed: int, train: dict, resizer_mode: str = "learned") -> Path:
-    """A synthetic data set, its folds and a tiny config with `train` overrides; returns the config path."""
-    py = sys.executable
-    run([py, "-m", "lresizervit", "synth", "--out", str(tmp_path / "data"), "--train", str(n_train), "--test",
-         "2", "--min-side", "40", "--max-side", "48", "--max-long-side", "56", "--seed", str(seed)], ROOT)
+    """A synthetic data set, its folds and a tiny config with `train` overrides; returns the config path.
+
+    Made in this process (test_end_to_end runs the `synth` and `folds` commands): two fewer TF imports.
+    """
+    from lresizervit.config import load_config
+    from lresizervit.data.folds import make_folds, write_folds
+    from lresizervit.data.schema import read_table
+    from lresizervit.data.synth import SynthParams, generate
+
+    generate(tmp_path / "data", n_train, 2, SynthParams(seed=seed, min_side=40, max_side=48, max_long_side=56),
+             workers=1)
     cfg_path = tiny_config(tmp_path)
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["train"].update(train)
     cfg["model"]["resizer"]["mode"] = resizer_mode
     cfg_path.write_text(yaml.safe_dump(cfg))
-    run([py, "-m", "lresizervit", "folds", str(cfg_path)], ROOT)
+    loaded = load_config(cfg_path)
+    folds = make_folds(read_table(tmp_path / "data" / "train.csv", "train"), loaded.data.n_folds,
+                       loaded.data.fold_seed)
+    write_folds(folds, loaded.data.folds_csv)
     return cfg_path
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from lresizervit.training.strategy import make_strategy
+from lresizervit.training.strategy import make_strategy, multi_worker_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,6 +28,25 @@ def test_strategy_choice_on_this_machine(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
         make_strategy("multi_worker")
+
+
+def test_multi_worker_task_names_the_chief(monkeypatch):
+    def task(cluster, kind, index):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}}))
+        return multi_worker_task("multi_worker")
+
+    workers = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    # Without a chief task, worker 0 is the chief (it writes the experiment; the others write beside it).
+    assert task(workers, "worker", 0) == (0, True) and task(workers, "worker", 1) == (1, False)
+    with_chief = {"chief": ["127.0.0.1:0"], **workers}
+    assert task(with_chief, "chief", 0) == (0, True)
+    assert task(with_chief, "worker", 0) == (1, False) and task(with_chief, "worker", 1) == (2, False)
+    assert multi_worker_task("auto") is None
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": workers}))
+    with pytest.raises(ValueError, match="TF_CONFIG needs a cluster and a task"):
+        multi_worker_task("multi_worker")
+    monkeypatch.delenv("TF_CONFIG")
+    assert multi_worker_task("multi_worker") is None  # make_strategy says what is missing
 
 
 TWO_REPLICAS = r"""

@@ -9,6 +9,7 @@ Artefacts (the contract in DESIGN.md), all written atomically:
     models/<exp>/fold_<k>/backup/       the last completed epoch (weights, optimizer, epoch) while training
     models/<exp>/fold_<k>/logs/         TensorBoard logs
     models/<exp>/oof.csv, cv.json       once every fold of the folds file is complete
+    models/.worker_<i>/<exp>/           multi-worker: worker i's identical copy (the chief writes models/<exp>/)
 
 A fold killed mid-training resumes from its last completed epoch when trained again (Keras
 BackupAndRestore restores weights, optimizer state and the epoch; history.csv and the best score are
@@ -17,11 +18,13 @@ restored from the files). A complete fold (metrics.json exists) is skipped unles
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -87,9 +90,17 @@ def check_run_config(cfg: Config) -> None:
     """
     import yaml
 
+    from lresizervit.config import ConfigError, config_from_dict
+
     path = cfg.run_dir / "config.yaml"
     if path.exists() and _has_trained_fold(cfg.run_dir):
         saved = yaml.safe_load(path.read_text()) or {}
+        try:
+            # Through the schema, so a key added to it since (with a default that keeps the old behaviour,
+            # e.g. train.ema: false) is no difference.
+            saved = config_from_dict(saved, str(path)).to_dict()
+        except ConfigError:
+            pass  # a key since removed: compared as written, and reported as a difference
         diffs = _diff(_comparable(saved), _comparable(cfg.to_dict()))
         if diffs:
             raise ValueError(
@@ -128,11 +139,17 @@ def backup_epoch(backup_dir: Path) -> int:
 
 class _FoldMonitor(keras.callbacks.Callback):
     """Saves the best model atomically, writes history.csv every epoch, prints a line per epoch and stops
-    the fold after `patience` epochs without improvement. Resumes its state from history.csv."""
+    the fold after `patience` epochs without improvement. Resumes its state from history.csv.
 
-    def __init__(self, out_dir: Path, fold: int, n_train: int, patience: int = 0, resume_epochs: int = 0):
+    With `ema_swap` (the fit's SwapEMAWeights callback) the best model is saved with the EMA weights, the
+    ones its val RMSE was measured with.
+    """
+
+    def __init__(self, out_dir: Path, fold: int, n_train: int, patience: int = 0, resume_epochs: int = 0,
+                 ema_swap: keras.callbacks.SwapEMAWeights | None = None):
         super().__init__()
         self.out_dir, self.fold, self.n_train, self.patience = out_dir, fold, n_train, patience
+        self.ema_swap = ema_swap
         self.best = math.inf
         self.best_epoch = -1
         self.rows: list[dict] = []
@@ -144,6 +161,19 @@ class _FoldMonitor(keras.callbacks.Callback):
                 if row.get("val_rmse", math.inf) < self.best:
                     self.best, self.best_epoch = row["val_rmse"], int(row["epoch"])
         self.train_seconds = float(sum(r.get("train_seconds", 0.0) for r in self.rows))
+
+    @contextlib.contextmanager
+    def _weights_to_save(self):
+        if self.ema_swap is None:
+            yield
+            return
+        # Swapped in and back by the same callback, the same way as around validation: the raw weights are
+        # in the model again before BackupAndRestore (next in the list) saves the training state.
+        self.ema_swap.on_test_begin()
+        try:
+            yield
+        finally:
+            self.ema_swap.on_test_end()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
@@ -169,7 +199,8 @@ class _FoldMonitor(keras.callbacks.Callback):
         if improved:
             self.best, self.best_epoch = val, epoch + 1
             tmp = self.out_dir / f".{MODEL_FILE}.tmp.keras"
-            self.model.save(tmp)
+            with self._weights_to_save():
+                self.model.save(tmp)
             os.replace(tmp, self.out_dir / MODEL_FILE)
         atomic_write_csv(self.out_dir / "history.csv", pd.DataFrame(self.rows))
         print(
@@ -246,6 +277,8 @@ def compile_model(cfg: Config, steps_per_epoch: int, replicas: int = 1) -> keras
     optimizer = keras.optimizers.AdamW(
         learning_rate=schedule, weight_decay=cfg.train.weight_decay,
         global_clipnorm=cfg.train.clip_norm or None,
+        # The averages are optimizer variables: BackupAndRestore saves and restores them with the rest.
+        use_ema=cfg.train.ema, ema_momentum=cfg.train.ema_momentum,
     )
     # Decay the matrices only: shrinking norms, biases and embeddings towards 0 is not regularisation.
     optimizer.exclude_from_weight_decay(
@@ -259,23 +292,38 @@ def compile_model(cfg: Config, steps_per_epoch: int, replicas: int = 1) -> keras
     return model
 
 
-def train_fold(cfg: Config, fold: int, force: bool = False) -> dict:
+def train_fold(cfg: Config, fold: int, force: bool = False,
+               extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
     """Train fold `fold` of the folds file and write its artefacts; returns its metrics.
 
     A complete fold is skipped (its metrics returned) unless `force`; a fold killed mid-training resumes.
+    `extra_callbacks` run after the trainer's own, i.e. after the epoch's backup is written.
     """
     import shutil
 
     import tensorflow as tf
 
-    from lresizervit.training.strategy import describe, make_strategy
+    from lresizervit.training.strategy import check_workers_agree, describe, make_strategy, multi_worker_task
 
     folds_df, n_folds = read_folds(cfg.data.folds_csv)
     if not 0 <= fold < n_folds:
         raise ValueError(f"fold {fold} is not in {cfg.data.folds_csv}, which has folds 0..{n_folds - 1}")
+    task = multi_worker_task(cfg.train.strategy)
+    if task is not None and not task[1]:
+        # Workers train the chief's weights; theirs go beside the experiment, so that a shared file system
+        # (NFS, GCS, several workers on one machine) never has two writers of one file.
+        cfg = dataclasses.replace(cfg, output_dir=str(Path(cfg.output_dir) / f".worker_{task[0]}"))
     out = fold_dir(cfg.run_dir, fold)
     check_run_config(cfg)  # also before skipping: "trained" must not be said of a config that was not
-    if (out / "metrics.json").is_file() and not force:
+    complete = (out / "metrics.json").is_file() and not force
+    strategy = None
+    if task is not None:
+        # Collective ops are configured when the strategy is made, before TF runs anything else; a worker
+        # that skips or resumes alone would leave the others waiting in a collective.
+        strategy = make_strategy(cfg.train.strategy)
+        resume = 0 if force or complete else backup_epoch(out / BACKUP_DIR)
+        check_workers_agree(strategy, fold_complete=int(complete), resume_after_epoch=resume)
+    if complete:
         print(f"fold {fold}: already trained ({out / 'metrics.json'}); skipped (--force retrains it)", flush=True)
         write_cv(cfg)
         return json.loads((out / "metrics.json").read_text())
@@ -294,7 +342,7 @@ def train_fold(cfg: Config, fold: int, force: bool = False) -> dict:
     keras.utils.set_random_seed(seed)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    strategy = make_strategy(cfg.train.strategy)
+    strategy = strategy or make_strategy(cfg.train.strategy)
     replicas = strategy.num_replicas_in_sync
     global_batch = cfg.train.batch_size * replicas
     in_val = (folds_df[FOLD] == fold).to_numpy()
@@ -327,11 +375,16 @@ def train_fold(cfg: Config, fold: int, force: bool = False) -> dict:
           f"{model.count_params():,} parameters, {cfg.train.epochs} epochs, {describe(strategy)}, "
           f"global batch {global_batch}" + (f"; resuming after epoch {resumed}" if resumed else ""), flush=True)
 
-    monitor = _FoldMonitor(out, fold, len(train_df), cfg.train.patience, resume_epochs=resumed)
+    # EMA: validation (so early stopping and the choice of the best epoch) runs on the averaged weights,
+    # swapped in before it and back after it, so the backup always holds the raw weights + the averages.
+    ema_swap = keras.callbacks.SwapEMAWeights() if cfg.train.ema else None
+    monitor = _FoldMonitor(out, fold, len(train_df), cfg.train.patience, resume_epochs=resumed, ema_swap=ema_swap)
     # The monitor runs before the backup: a kill between the two redoes the epoch rather than losing it.
-    callbacks = [monitor, keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)]
+    callbacks = [*([ema_swap] if ema_swap else []), monitor,
+                 keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)]
     if cfg.train.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(out / "logs"), write_graph=False, profile_batch=0))
+    callbacks += list(extra_callbacks)
     t0 = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs, callbacks=callbacks, shuffle=False,
               verbose=cfg.train.verbose)
@@ -349,6 +402,7 @@ def train_fold(cfg: Config, fold: int, force: bool = False) -> dict:
         "fold": fold,
         "n_folds": n_folds,
         "val_rmse": rmse(oof[TARGET], oof["pred"]),
+        "tta": cfg.predict.tta,  # the views the OOF was predicted with; the ensemble recomputes it for others
         "best_epoch": monitor.best_epoch,
         "epochs": len(monitor.rows),
         "epochs_planned": cfg.train.epochs,
