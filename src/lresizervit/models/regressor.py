@@ -12,7 +12,7 @@ from keras import layers, ops
 from lresizervit.config import ModelConfig
 from lresizervit.data.schema import META_COLUMNS
 from lresizervit.models.backbones import backbone_patch_size, build_backbone
-from lresizervit.models.resizer import FixedResize, LearnableResizer
+from lresizervit.models.resizer import ConvAfterResize, FixedResize, LearnableResizer
 
 TARGET_SCALE = 100.0
 
@@ -99,8 +99,10 @@ def build_regressor(cfg: ModelConfig, image_size: int) -> keras.Model:
 
     # Pixels arrive as uint8 (4x smaller tf.data buffers); scale to [-1, 1] here, the range TF-Hub ViTs expect.
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_pixels")(ops.cast(image, "float32"))
-    if rc.mode == "learned":
-        x = LearnableResizer(
+    if rc.mode in ("learned", "conv_after_resize"):
+        # conv_after_resize: the same layers and weights, applied after a plain resize (an ablation control).
+        cls = LearnableResizer if rc.mode == "learned" else ConvAfterResize
+        x = cls(
             rc.target_size, filters=rc.filters, num_res_blocks=rc.num_res_blocks,
             interpolation=rc.interpolation, first_kernel_size=rc.kernel_size, patch_size=patch,
             zero_init_output=rc.zero_init_output, clip_output=rc.clip_output, name="resizer",
@@ -108,7 +110,8 @@ def build_regressor(cfg: ModelConfig, image_size: int) -> keras.Model:
     elif rc.mode == "bilinear":
         x = FixedResize(rc.target_size, interpolation=rc.interpolation, name="resizer")(x)
     elif rc.mode != "none":
-        raise ValueError(f"model.resizer.mode must be 'learned', 'bilinear' or 'none', got {rc.mode!r}")
+        raise ValueError(f"model.resizer.mode must be 'learned', 'bilinear', 'none' or 'conv_after_resize', "
+                         f"got {rc.mode!r}")
 
     backbone = build_backbone(cfg.backbone.name, backbone_size, pooling=cfg.backbone.pooling,
                               dropout=cfg.backbone.dropout, size_key=key)

@@ -186,6 +186,23 @@ class LearnableResizer(layers.Layer):
         }
 
 
+@keras.saving.register_keras_serializable(package="lresizervit")
+class ConvAfterResize(LearnableResizer):
+    """Control for ablations: a plain resize to `target_size` first, then every layer of the learnable
+    resizer at the target size (the inner resizes become identities).
+
+    Same weights and parameter count as `LearnableResizer`, but the convolutions never see the full
+    resolution: a gain of `learned` over this control comes from the full-resolution view, not from
+    having more layers.
+    """
+
+    def build(self, input_shape):
+        super().build((input_shape[0], *self.target_size, input_shape[-1]))
+
+    def call(self, x, training=None):
+        return super().call(resize_images(x, self.target_size, self.interpolation), training=training)
+
+
 def expected_resizer_params(filters: int, num_res_blocks: int, channels: int = 3, k: int = 7) -> int:
     """Weight count the architecture implies (BN counts gamma, beta, moving mean and variance)."""
     f = filters

@@ -1,0 +1,116 @@
+"""The benchmark's own measurements: FLOP counting, the matmul yardstick, the step and predict benches."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from lresizervit.bench import (
+    bench_predict,
+    graph_flops,
+    measure_matmul_flops,
+    model_flops,
+    parse_variants,
+)
+from lresizervit.cli import main
+
+
+def tiny_known_model() -> keras.Model:
+    """Conv 3x3 (3->4) on 8x8, the 64 pixels as tokens through 2-head attention (key_dim 3), Dense(5)."""
+    x_in = keras.Input((8, 8, 3), batch_size=2)
+    h = keras.layers.Conv2D(4, 3, padding="same")(x_in)
+    h = keras.layers.Reshape((64, 4))(h)
+    h = keras.layers.MultiHeadAttention(num_heads=2, key_dim=3)(h, h)
+    return keras.Model(x_in, keras.layers.Dense(5)(h))
+
+
+def test_flop_count_of_a_tiny_model_matches_a_hand_count():
+    b, t, c, heads, key = 2, 64, 4, 2, 3
+    conv = 2 * (b * t * c) * (3 * 3 * 3)
+    qkv = 3 * 2 * (b * t * heads * key) * c
+    scores = weighted = 2 * b * heads * t * t * key
+    out_proj = 2 * (b * t * c) * (heads * key)
+    dense = 2 * (b * t * 5) * c
+    hand = conv + qkv + scores + weighted + out_proj + dense  # 253,952
+    counted = model_flops(tiny_known_model(), np.zeros((2, 8, 8, 3), "float32"))
+    assert counted["forward_flops"] == hand == 253_952
+    assert counted["train_step_flops"] == 3 * hand
+    assert counted["forward_flops_by_op"]["Einsum"] == scores + weighted
+    assert counted["forward_flops_by_op"]["Conv2D"] == conv
+
+
+def test_flop_count_agrees_with_tf_profiler_on_the_ops_it_counts():
+    """TF's profiler counts MatMul/BatchMatMul/Conv2D the same way, but gives Einsum 0 FLOPs."""
+    import tensorflow as tf
+    from tensorflow.python.profiler import model_analyzer, option_builder
+
+    model = tiny_known_model()
+    graph = tf.function(lambda x: model(x)).get_concrete_function(tf.TensorSpec((2, 8, 8, 3))).graph
+    ours = graph_flops(graph)["by_op"]
+    for op_type in ("Conv2D", "BatchMatMulV2", "MatMul", "Einsum"):
+        opts = option_builder.ProfileOptionBuilder(
+            option_builder.ProfileOptionBuilder.float_operation()).with_empty_output().build()
+        opts["account_type_regexes"] = [op_type]
+        theirs = model_analyzer.profile(graph, options=opts).total_float_ops
+        if op_type == "Einsum":
+            assert theirs == 0 and ours[op_type] > 0
+        else:
+            assert theirs == ours.get(op_type, 0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_matmul_flops_is_positive_and_in_the_asked_dtype(dtype):
+    m = measure_matmul_flops(dtype, n=256, repeats=3)
+    assert m["dtype"] == dtype and m["n"] == 256 and len(m["seconds_runs"]) == 3
+    assert m["flops_per_second"] > 1e6  # even a slow CPU does more than a MFLOP/s
+
+
+def test_parse_variants():
+    assert parse_variants("learned@512, none,bilinear@1024", 96) == [("learned", 512), ("none", 96),
+                                                                    ("bilinear", 1024)]
+    with pytest.raises(ValueError, match="'nearest' is not a model.resizer.mode"):
+        parse_variants("nearest@96", 96)
+    with pytest.raises(ValueError, match="integer"):
+        parse_variants("learned@big", 96)
+
+
+TINY = ["--set", "data.image_size=32", "--set", "model.resizer.target_size=16", "--set", "model.resizer.filters=4",
+        "--set", "model.backbone.name=vit_tiny_demo", "--set", "model.head_units=8", "--set", "model.metadata_units=8"]
+
+
+def test_bench_step_one_variant_in_its_own_process(tmp_path, capsys):
+    out, md = tmp_path / "step.json", tmp_path / "step.md"
+    assert main(["bench", "configs/demo.yaml", "--what", "step", "--variants", "conv_after_resize@32", "--batch", "2",
+                 "--steps", "2", "--matmul-size", "256", "--json", str(out), "--md", str(md), *TINY]) == 0
+    result = json.loads(out.read_text())
+    (name, row), = result["variants"].items()
+    assert name == "conv_after_resize 32->16" and row["precision"] == "float32"
+    assert row["step_seconds"] > 0 and len(row["step_seconds_runs"]) == 2
+    assert row["peak_rss_mib"] >= row["static_rss_mib"] > 0
+    assert row["train_step_flops"] == 3 * row["forward_flops"] > 0
+    assert row["matmul"]["float32"]["flops_per_second"] > 0 and 0 < row["fraction_of_matmul"]
+    assert "| conv_after_resize 32->16 |" in md.read_text() and "| conv_after_resize 32->16 |" in capsys.readouterr().out
+
+
+def test_bench_predict_on_a_tiny_two_fold_experiment(tmp_path):
+    from lresizervit.config import load_config, save_config
+    from lresizervit.data.synth import SynthParams, generate
+    from lresizervit.models.regressor import build_regressor
+
+    generate(tmp_path / "data", 6, 5, SynthParams(seed=2, min_side=32, max_side=40, max_long_side=48), workers=1)
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(f"name: x\noutput_dir: {tmp_path / 'models'}\ndata:\n  dir: {tmp_path / 'data'}\n"
+                        "  image_size: 32\nmodel:\n  resizer:\n    target_size: 16\n    filters: 4\n  backbone:\n"
+                        "    name: vit_tiny_demo\npredict:\n  batch_size: 2\n")
+    cfg = load_config(cfg_path)
+    save_config(cfg, cfg.run_dir / "config.yaml")
+    for k in range(2):  # real (untrained) models: their cost, not their accuracy, is measured
+        (cfg.run_dir / f"fold_{k}").mkdir(parents=True)
+        build_regressor(cfg.model, 32).save(cfg.run_dir / f"fold_{k}" / "model.keras")
+        (cfg.run_dir / f"fold_{k}" / "metrics.json").write_text('{"n_folds": 2}')
+    result = bench_predict(cfg, repeats=1, ttas=("hflip",))
+    rows = result["variants"]
+    assert list(rows) == ["1 fold(s) x hflip", "2 fold(s) x hflip", "2 fold(s) x hflip, decoding the JPEGs"]
+    assert [r["folds"] * r["views"] for r in rows.values()] == [2, 4, 4]
+    assert all(r["images_per_second"] > 0 for r in rows.values()) and result["images"] == 5
