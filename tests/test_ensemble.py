@@ -126,7 +126,7 @@ def test_svr_head_is_fitted_on_each_folds_training_part_only(tiny_run, monkeypat
     assert [f[0] for f in fitted] == ["fold_0", "fold_1"]
     for k, (_, seen, n) in enumerate(fitted):
         assert seen == set(oof.loc[oof[FOLD] != k, ID]) and not seen & set(oof.loc[oof[FOLD] == k, ID])
-        saved = joblib.load(run / f"fold_{k}" / "svr.joblib")
+        saved = joblib.load(run / f"fold_{k}" / "svr_c4.joblib")
         assert saved["n_train"] == n == (oof[FOLD] != k).sum() and saved["backend"] == "sklearn"
 
     summary = json.loads(out.with_suffix(".json").read_text())
@@ -143,6 +143,22 @@ def test_svr_head_is_fitted_on_each_folds_training_part_only(tiny_run, monkeypat
     assert main(["predict", str(cfg_path), "--svr", "--out", str(out2)]) == 0
     assert fitted == [] and out2.read_bytes() == out.read_bytes()
 
+    # Another C has its own heads and cache; coming back to C=4 reuses the first ones.
+    other_c = tmp / "submissions" / "svr_c2.csv"
+    assert main(["predict", str(cfg_path), "--svr", "--set", "predict.svr_c=2", "--out", str(other_c)]) == 0
+    assert len(fitted) == 2 and (run / "fold_0" / "svr_c2.joblib").is_file()
+    fitted.clear()
+    assert main(["predict", str(cfg_path), "--svr", "--out", str(out2)]) == 0
+    assert fitted == [] and out2.read_bytes() == out.read_bytes()
+    # A truncated head and an unreadable cache key are refitted and recomputed, never an error.
+    (run / "fold_0" / "svr_c4.joblib").write_bytes(b"")
+    (run / "oof_hflip_svr_c4.json").write_text("{")
+    assert main(["predict", str(cfg_path), "--svr", "--out", str(out2)]) == 0
+    assert len(fitted) == 2 and out2.read_bytes() == out.read_bytes()
+    # The summary goes beside the submission as <out>.json: a submission named .json would be overwritten.
+    assert main(["predict", str(cfg_path), "--out", str(tmp / "submissions" / "sub.json")]) == 2
+    assert "a submission file must end in .csv" in capsys.readouterr().err
+
 
 @pytest.mark.slow
 def test_blend_of_two_experiments_ignores_the_test_set(tiny_run, capsys):
@@ -150,13 +166,17 @@ def test_blend_of_two_experiments_ignores_the_test_set(tiny_run, capsys):
     run = tmp / "models" / "tiny"
     other = tmp / "models" / "tiny_flipless"
     if not other.exists():
-        shutil.copytree(run, other, ignore=shutil.ignore_patterns("oof_*", "svr.joblib"))
-    # Folders as a user passes attached datasets; the second one predicted without TTA is another member.
+        shutil.copytree(run, other, ignore=shutil.ignore_patterns("oof_*", "svr_*.joblib"))
+        # The copy predicts without TTA (its saved predict section): a member different from the first.
+        saved = other / "config.yaml"
+        saved.write_text(saved.read_text().replace("tta: hflip", "tta: none"))
+    # Folders as a user passes attached datasets, each predicted as its own config.yaml says.
     out = tmp / "submissions" / "blend.csv"
     args = ["predict", str(run), str(other), "--data-dir", str(tmp / "data"), "--out", str(out)]
-    assert main([*args, "--tta", "hflip"]) == 0
+    assert main(args) == 0
     summary = json.loads(out.with_suffix(".json").read_text())
-    assert [m["experiment"] for m in summary["members"]] == ["tiny", "tiny_flipless"]
+    assert [(m["experiment"], m["tta"]) for m in summary["members"]] == [("tiny", "hflip"), ("tiny_flipless", "none")]
+    assert summary["members"][0]["cv_rmse"] != summary["members"][1]["cv_rmse"]
     assert summary["blend_cv_rmse_weights_out_of_fold"] is not None
     assert "blend CV RMSE" in capsys.readouterr().out
 
@@ -173,8 +193,7 @@ def test_blend_of_two_experiments_ignores_the_test_set(tiny_run, capsys):
             with Image.open(path) as img:
                 img.transpose(Image.Transpose.FLIP_TOP_BOTTOM).point(lambda v: v // 2).save(path, quality=90)
     out2 = tmp / "submissions" / "blend_moved.csv"
-    assert main(["predict", str(run), str(other), "--data-dir", str(moved), "--out", str(out2), "--tta",
-                 "hflip"]) == 0
+    assert main(["predict", str(run), str(other), "--data-dir", str(moved), "--out", str(out2)]) == 0
     summary2 = json.loads(out2.with_suffix(".json").read_text())
     assert [m["weight"] for m in summary2["members"]] == weights
     assert not np.allclose(pd.read_csv(out)[TARGET], pd.read_csv(out2)[TARGET])

@@ -250,6 +250,8 @@ def test_package_refuses_an_incomplete_experiment(tmp_path):
     assert not (run_dir / "dataset-metadata.json").exists() and not list(run_dir.glob("*.whl"))
     with pytest.raises(FileNotFoundError, match="not an experiment folder"):
         kaggle_io.package_experiment(tmp_path)
+    with pytest.raises(kaggle_io.KaggleError, match="'alice/slug/7': a dataset id is USER/SLUG"):
+        kaggle_io.package_experiment(run_dir, dataset="alice/slug/7")
 
 
 def test_default_slug_is_a_valid_kaggle_slug():
@@ -315,8 +317,10 @@ def packaged(tiny_experiment, tmp_path_factory):
         for key, value in env.items():
             mp.setenv(key, value)
         # In this process (TensorFlow is loaded already); pip builds the wheel in a child that inherits env.
-        assert main(["kaggle", "package", str(tmp / "tiny.yaml")]) == 0
+        # The notebook is to predict without TTA (the experiment trained with hflip): recorded in config.yaml.
+        assert main(["kaggle", "package", str(tmp / "tiny.yaml"), "--tta", "none"]) == 0
     assert f"kaggle datasets create -p {run_dir} --dir-mode zip" in out.getvalue()
+    assert "the notebook will predict with tta=none, svr=False" in out.getvalue()
     return tmp, run_dir, env
 
 
@@ -378,9 +382,10 @@ def test_offline_entry_point_installs_the_wheel_and_writes_a_valid_submission(pa
 
     working = tmp_path / "kaggle" / "working"
     out = working / "submission.csv"
-    # Another TTA than the one trained with: predict re-predicts the OOF and caches it in the experiment.
+    # The TTA `package --tta none` recorded, not the one trained with: predict re-predicts the OOF and
+    # caches it in the experiment's mirror.
     proc = subprocess.run([py, str(dataset / "inference.py"), "--input-root", str(root), "--out", str(out),
-                           "--work-dir", str(working / "lresizervit"), "--", "--tta", "none"], cwd=tmp_path,
+                           "--work-dir", str(working / "lresizervit")], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     if editable:
@@ -390,5 +395,5 @@ def test_offline_entry_point_installs_the_wheel_and_writes_a_valid_submission(pa
     assert validate_file(out, comp / "test.csv") == 5
     mirror = working / "lresizervit" / "experiments" / "lresizervit-tiny"
     assert (mirror / "fold_0" / "model.keras").is_symlink() and (mirror / "fold_1" / "model.keras").is_file()
-    assert [p.name for p in mirror.glob("oof_*.csv") if not p.is_symlink()]  # the cache landed in working
+    assert [p.name for p in mirror.glob("oof_none.csv") if not p.is_symlink()]  # the cache landed in working
     assert snapshot(root) == before  # /kaggle/input is read-only on Kaggle: nothing may be written there

@@ -167,11 +167,25 @@ def cmd_train(args) -> None:
     train_fold(_config(args), args.fold, force=args.force)
 
 
+def _not_chief(cfg) -> bool:
+    """Under multi_worker, only the chief writes the experiment's cv.json and report (one writer per file
+    on a shared file system); the other workers say so and stop."""
+    from lresizervit.training.strategy import multi_worker_task
+
+    task = multi_worker_task(cfg.train.strategy)
+    if task is not None and not task[1]:
+        print(f"worker {task[0]}: the chief writes {cfg.run_dir}'s cv.json and report")
+        return True
+    return False
+
+
 def cmd_cv(args) -> None:
     from lresizervit.inference.predict import format_table
     from lresizervit.training.trainer import load_run_config, write_cv
 
     cfg = load_run_config(_config(args).run_dir)
+    if _not_chief(cfg):
+        return
     if write_cv(cfg) is None:
         message = f"{cfg.run_dir}: not every fold is trained yet; no cv.json written"
         if args.if_complete:
@@ -188,6 +202,8 @@ def cmd_report(args) -> None:
     now = _config(args)
     cfg = load_run_config(now.run_dir)
     cfg.data.dir = now.data.dir  # the images may have moved since training; the model settings may not
+    if _not_chief(cfg):
+        return
     if not (cfg.run_dir / "cv.json").is_file() and args.if_complete:
         print(f"{cfg.run_dir}: no cv.json yet; no report written")
         return

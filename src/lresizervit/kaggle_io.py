@@ -13,6 +13,7 @@ copies it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -373,16 +374,25 @@ def validate_metadata(folder: str | os.PathLike, shown: str | os.PathLike | None
 
 
 def package_experiment(exp: str | os.PathLike, dataset: str | None = None, title: str | None = None,
-                       license_name: str = DEFAULT_LICENSE) -> dict:
+                       license_name: str = DEFAULT_LICENSE, predict_settings: dict | None = None) -> dict:
     """Make `models/<exp>/` uploadable as is: check every fold is trained, build the wheel beside the
-    weights, copy the offline entry point, write and validate `dataset-metadata.json`."""
+    weights, copy the offline entry point, write and validate `dataset-metadata.json`.
+
+    `predict_settings` (e.g. `{"tta": "flip_zoom", "svr": True}`) are written into the experiment's
+    `config.yaml` `predict` section, which is what `predict <folder>`, and so the notebook, uses.
+    """
+    from lresizervit.config import save_config
+    from lresizervit.inference.ensemble import svr_file
     from lresizervit.inference.predict import fold_models
     from lresizervit.io_utils import atomic_write_bytes, atomic_write_json
     from lresizervit.training.trainer import load_run_config
 
+    if dataset is not None and dataset.count("/") > 1:
+        # The client would take a third part as a version and silently drop it.
+        raise KaggleError(f"--dataset {dataset!r}: a dataset id is USER/SLUG (or SLUG), one '/' at most")
     run_dir = resolve_experiment(exp)
     models = fold_models(run_dir)  # an error naming the missing folds: a partial upload scores differently
-    cfg = load_run_config(run_dir)
+    cfg = load_run_config(run_dir, tuple(f"predict.{k}={v}" for k, v in (predict_settings or {}).items()))
     meta_path = run_dir / "dataset-metadata.json"
     previous = _read_json_dict(meta_path) if meta_path.is_file() else {}
 
@@ -415,14 +425,17 @@ def package_experiment(exp: str | os.PathLike, dataset: str | None = None, title
         validate_metadata(tmp, shown=run_dir)
 
     wheel = build_wheel(run_dir)
+    if predict_settings:
+        save_config(cfg, run_dir / "config.yaml")  # predict.* only: training keys are unchanged
     script = source_root() / "kaggle" / INFERENCE_SCRIPT
     if script.is_file():
         atomic_write_bytes(run_dir / INFERENCE_SCRIPT, script.read_bytes())
     atomic_write_json(meta_path, meta)
     validate_metadata(run_dir)
     size = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
+    heads = all((m.parent / svr_file(cfg.predict.svr_c)).is_file() for m in models)
     return {"run_dir": run_dir, "id": ref, "title": title, "wheel": wheel, "folds": len(models),
-            "bytes": size}
+            "bytes": size, "predict": cfg.predict, "svr_heads_saved": heads}
 
 
 # --- submit ----------------------------------------------------------------------------------------
@@ -469,10 +482,17 @@ def cmd_download(args) -> None:
 
 
 def cmd_package(args) -> None:
-    info = package_experiment(args.exp, dataset=args.dataset, title=args.title, license_name=args.license)
-    run_dir = info["run_dir"]
+    given = {"tta": args.tta, "svr": args.svr, "svr_c": args.svr_c}
+    info = package_experiment(args.exp, dataset=args.dataset, title=args.title, license_name=args.license,
+                              predict_settings={k: v for k, v in given.items() if v is not None})
+    run_dir, pred = info["run_dir"], info["predict"]
     print(f"wrote {run_dir / 'dataset-metadata.json'} (id {info['id']}, title {info['title']!r}) and "
           f"{info['wheel'].name}; {info['folds']} folds, {info['bytes'] / 2**20:.1f} MiB in all")
+    print(f"the notebook will predict with tta={pred.tta}, svr={pred.svr}" + (f" (C={pred.svr_c:g})" if pred.svr
+          else "") + f": the predict section of {run_dir / 'config.yaml'} (change it with --tta / --svr)")
+    if pred.svr and not info["svr_heads_saved"]:
+        print(f"note: no saved SVR heads for C={pred.svr_c:g}: the notebook will fit them from the training "
+              f"images; run `python predict.py {run_dir} --svr` here first to ship them")
     print(f"upload:  kaggle datasets create -p {run_dir} --dir-mode zip     "
           f"(a new version: kaggle datasets version -p {run_dir} --dir-mode zip -m MSG)")
 
@@ -500,6 +520,10 @@ def add_subparsers(sub) -> None:
                     help="USER/SLUG or SLUG (default: KAGGLE_USERNAME or kaggle.json's username / lresizervit-<exp>)")
     sp.add_argument("--title", default=None, help="dataset title, 6-50 characters (default: LResizerViT <exp>)")
     sp.add_argument("--license", default=DEFAULT_LICENSE, help=f"dataset license name (default {DEFAULT_LICENSE})")
+    sp.add_argument("--tta", default=None, help="predict.tta the notebook uses: none, hflip, flip_zoom")
+    sp.add_argument("--svr", action=argparse.BooleanOptionalAction, default=None,
+                    help="whether the notebook adds the SVR heads (predict.svr)")
+    sp.add_argument("--svr-c", type=float, default=None, help="predict.svr_c the notebook uses")
     sp.set_defaults(func=cmd_package)
 
     sp = ksub.add_parser("submit", help="check a submission against test.csv, then submit it")

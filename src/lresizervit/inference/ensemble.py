@@ -24,7 +24,10 @@ from lresizervit.data.folds import FOLD
 from lresizervit.data.schema import ID, META_COLUMNS, TARGET, TARGET_MAX, TARGET_MIN, check_images, read_table
 from lresizervit.io_utils import atomic_write_csv, atomic_write_json, temp_path
 
-SVR_FILE = "svr.joblib"
+
+def svr_file(c: float) -> str:
+    """The fold's saved SVR head for one C: heads for several C (and every TTA's OOF cache) can coexist."""
+    return f"svr_c{c:g}.joblib"
 
 
 def rmse(y_true, y_pred) -> float:
@@ -170,24 +173,31 @@ def experiment_members(cfg: Config, data_dir: Path, test: pd.DataFrame, test_pat
     run = cfg.run_dir
     model_paths = fold_models(run)
     prints = [_fold_fingerprint(p.parent, p) for p in model_paths]
-    # Folds trained before metrics.json recorded its TTA used the saved config's.
-    trained_tta = [json.loads((p.parent / "metrics.json").read_text()).get("tta") or _saved_tta(run)
-                   for p in model_paths]
+    # None for folds trained before metrics.json recorded its TTA: their OOF is re-predicted, since the
+    # saved config.yaml says only what the last fold trained used.
+    trained_tta = [json.loads((p.parent / "metrics.json").read_text()).get("tta") for p in model_paths]
     saved_oof = _read_oof(cfg)
     t_load = time.perf_counter()
     models = [load_model(p) for p in model_paths]
     load_seconds = time.perf_counter() - t_load
 
-    nn_oof = svr_oof = heads = None
+    nn_oof = svr_oof = None
+    heads = _load_heads(model_paths, prints, cfg.predict.svr_c) if svr else None
     if saved_oof is not None and not svr and all(t == tta for t in trained_tta):
         nn_oof = saved_oof
     elif saved_oof is not None:
-        nn_oof, svr_oof, heads = _recompute_oof(cfg, data_dir, saved_oof, models, prints, model_paths)
+        cached = _read_cache(cfg, prints)
+        if cached is not None and (heads is not None or not svr):
+            nn_oof, svr_oof = cached
+        else:  # a missing, stale or unreadable cache or head: predict the OOF (and fit the heads) again
+            nn_oof, svr_oof, fitted = _recompute_oof(cfg, data_dir, saved_oof, models, prints, model_paths)
+            heads = fitted if svr else None
     elif need_oof or svr:
         raise FileNotFoundError(f"{run / 'oof.csv'}: missing; run `python -m lresizervit cv CONFIG` "
                                 "(every fold must be trained) before blending or fitting the SVR head")
     if svr and heads is None:
-        heads = _load_heads(model_paths, prints, cfg.predict.svr_c)
+        raise FileNotFoundError(f"{model_paths[0].parent / svr_file(cfg.predict.svr_c)}: missing, and without "
+                                f"{run / 'oof.csv'} the SVR heads cannot be fitted")
 
     t0 = time.perf_counter()
     ds = _dataset(cfg, test_paths, test[list(META_COLUMNS)].to_numpy("float32"))
@@ -207,16 +217,27 @@ def experiment_members(cfg: Config, data_dir: Path, test: pd.DataFrame, test_pat
     return members, timing
 
 
-def _saved_tta(run: Path) -> str | None:
-    import yaml
-
-    saved = yaml.safe_load((run / "config.yaml").read_text()) or {}
-    return (saved.get("predict") or {}).get("tta", "hflip")
-
-
 def _cache_paths(cfg: Config) -> tuple[Path, Path]:
-    tag = f"{cfg.predict.tta}{'_svr' if cfg.predict.svr else ''}"
+    tag = f"{cfg.predict.tta}{f'_svr_c{cfg.predict.svr_c:g}' if cfg.predict.svr else ''}"
     return cfg.run_dir / f"oof_{tag}.csv", cfg.run_dir / f"oof_{tag}.json"
+
+
+def _cache_key(cfg: Config, prints: list[str]) -> dict:
+    return {"tta": cfg.predict.tta, "svr": cfg.predict.svr, "svr_c": cfg.predict.svr_c, "folds": prints}
+
+
+def _read_cache(cfg: Config, prints: list[str]):
+    """(network OOF, SVR OOF or None) from the cache when its key matches; None when missing, stale or
+    unreadable (a cache is only a saving of time, never an error)."""
+    csv_path, key_path = _cache_paths(cfg)
+    try:
+        if json.loads(key_path.read_text()) != _cache_key(cfg, prints):
+            return None
+        cached = pd.read_csv(csv_path, dtype={ID: str})
+        svr_oof = cached[[ID, FOLD, TARGET]].assign(pred=cached["svr"]) if cfg.predict.svr else None
+        return cached[[ID, FOLD, TARGET, "pred"]], svr_oof
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _recompute_oof(cfg, data_dir, saved_oof, models, prints, model_paths):
@@ -225,11 +246,6 @@ def _recompute_oof(cfg, data_dir, saved_oof, models, prints, model_paths):
     from lresizervit.inference.tta import predict_models
 
     csv_path, key_path = _cache_paths(cfg)
-    key = {"tta": cfg.predict.tta, "svr": cfg.predict.svr, "svr_c": cfg.predict.svr_c, "folds": prints}
-    if csv_path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == key:
-        cached = pd.read_csv(csv_path, dtype={ID: str})
-        svr_oof = cached[[ID, FOLD, TARGET]].assign(pred=cached["svr"]) if cfg.predict.svr else None
-        return cached[[ID, FOLD, TARGET, "pred"]], svr_oof, None
     frame, paths = _train_frame(data_dir, saved_oof)
     meta = frame[list(META_COLUMNS)].to_numpy("float32")
     out = frame[[ID, FOLD, TARGET]].copy()
@@ -251,7 +267,14 @@ def _recompute_oof(cfg, data_dir, saved_oof, models, prints, model_paths):
             heads.append(head)
         else:
             out.loc[val, "pred"] = predict_models([model], val_ds, cfg.predict.tta)
-    _best_effort(lambda: (atomic_write_csv(csv_path, out), atomic_write_json(key_path, key)), csv_path)
+    def write():
+        # The key goes first and last: a crash between the two writes leaves no key, never an old key
+        # naming new rows.
+        key_path.unlink(missing_ok=True)
+        atomic_write_csv(csv_path, out)
+        atomic_write_json(key_path, _cache_key(cfg, prints))
+
+    _best_effort(write, csv_path)
     svr_oof = out[[ID, FOLD, TARGET]].assign(pred=out["svr"]) if cfg.predict.svr else None
     return out[[ID, FOLD, TARGET, "pred"]], svr_oof, (heads or None)
 
@@ -273,7 +296,7 @@ def _fit_head(cfg, two_output_model, paths, meta, target, model_path: Path, fing
     pipeline, backend = make_svr(cfg.predict.svr_c)
     emb = _embed(two_output_model, _dataset(cfg, paths, meta))
     pipeline.fit(emb, target)
-    path = model_path.parent / SVR_FILE
+    path = model_path.parent / svr_file(cfg.predict.svr_c)
 
     def write():
         tmp = temp_path(path)
@@ -288,20 +311,21 @@ def _fit_head(cfg, two_output_model, paths, meta, target, model_path: Path, fing
     return _SVRHead(pipeline)
 
 
-def _load_heads(model_paths: list[Path], prints: list[str], svr_c: float) -> list[_SVRHead]:
+def _load_heads(model_paths: list[Path], prints: list[str], svr_c: float) -> list[_SVRHead] | None:
+    """Every fold's saved SVR head, or None when one is missing, unreadable or was fitted for another model
+    or C (the caller then fits them again)."""
     import joblib
 
     heads = []
     for path, fp in zip(model_paths, prints, strict=True):
-        svr_path = path.parent / SVR_FILE
-        if not svr_path.is_file():
-            raise FileNotFoundError(f"{svr_path}: missing; predict with predict.svr once where the training "
-                                    "images are, so each fold's SVR is fitted and saved")
-        saved = joblib.load(svr_path)
-        if saved.get("fingerprint") != fp or saved.get("svr_c") != svr_c:
-            raise ValueError(f"{svr_path}: fitted for another model or predict.svr_c "
-                             f"({saved.get('svr_c')}); delete it to refit")
-        heads.append(_SVRHead(saved["pipeline"]))
+        svr_path = path.parent / svr_file(svr_c)
+        try:
+            saved = joblib.load(svr_path)
+            if saved.get("fingerprint") != fp or saved.get("svr_c") != svr_c:
+                return None
+            heads.append(_SVRHead(saved["pipeline"]))
+        except Exception:  # noqa: BLE001 - missing, truncated or from another sklearn: refit, never fail
+            return None
     return heads
 
 
@@ -338,6 +362,9 @@ def run_ensemble(cfgs: list[Config], data_dir: str | os.PathLike, out_path: str 
     checked submission and its summary `<out>.json`; returns the summary."""
     from lresizervit.inference.submission import write_submission
 
+    if Path(out_path).suffix.lower() != ".csv":
+        # Its summary goes to <out>.json beside it: another suffix could make the two the same file.
+        raise ValueError(f"--out {out_path}: a submission file must end in .csv")
     data_dir = Path(data_dir)
     test_csv = data_dir / "test.csv"
     test = read_table(test_csv, "test")
