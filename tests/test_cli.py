@@ -137,3 +137,15 @@ def test_bench_replicas_times_one_and_two_replicas(tmp_path, capsys):
     for row in result["variants"].values():
         assert row["step_seconds"] > 0 and len(row["step_seconds_runs"]) == 3
     assert "| 2 replica(s) |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--rounds", "0"], "bench --rounds must be at least 1, got 0"),
+    (["--repeats", "0"], "bench --repeats must be at least 1, got 0"),
+    (["--precisions", "float99"], "'float99' is not a train.precision"),
+    (["--variants", "learned@7"], "learned@7 is smaller than model.resizer.target_size (24)"),
+    (["--variants", "wavelet@96"], "'wavelet' is not a model.resizer.mode"),
+])
+def test_bench_refuses_bad_flags_before_measuring(args, message, capsys):
+    assert main(["bench", "configs/demo.yaml", "--what", "step", *args]) == 2
+    assert message in capsys.readouterr().err

@@ -309,7 +309,10 @@ def parse_variants(text: str, default_size: int) -> list[tuple[str, int]]:
                              f"({', '.join(CHOICES['model.resizer.mode'])})")
         if size and not size.isdigit():
             raise ValueError(f"--variants: {item!r}: the size after @ must be an integer number of pixels")
-        out.append((mode, int(size) if size else default_size))
+        size = int(size) if size else default_size
+        if size <= 0:
+            raise ValueError(f"--variants: {item!r}: the size must be positive")
+        out.append((mode, size))
     if not out:
         raise ValueError("--variants: no variant given")
     return out

@@ -252,11 +252,26 @@ def cmd_bench(args) -> None:
     )
     from lresizervit.io_utils import atomic_write_json, atomic_write_text
 
+    for flag in ("batch", "steps", "images", "repeats", "rounds"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"bench --{flag} must be at least 1, got {getattr(args, flag)}")
     cfg = _config(args)
+    if args.precisions:
+        from lresizervit.config import CHOICES
+
+        bad = [p for p in args.precisions.split(",") if p.strip() not in CHOICES["train.precision"]]
+        if bad:
+            raise ValueError(f"--precisions: {bad[0]!r} is not a train.precision "
+                             f"({', '.join(CHOICES['train.precision'])})")
     if args.what in ("step", "efficiency"):
         size = cfg.data.image_size
         variants = parse_variants(args.variants, size) if args.variants else (
             [("learned", size)] if args.what == "efficiency" else None)
+        target = cfg.model.resizer.target_size
+        for mode, px in variants or []:
+            if mode != "none" and px < target:
+                raise ValueError(f"--variants: {mode}@{px} is smaller than model.resizer.target_size ({target}): "
+                                 "the resizer only shrinks")
         precisions = tuple(p.strip() for p in args.precisions.split(",")) if args.precisions else (
             ("float32", "mixed_bfloat16") if args.what == "efficiency" else None)
         result = bench_step(cfg, batch=args.batch, steps=args.steps, variants=variants, precisions=precisions,
