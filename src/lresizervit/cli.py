@@ -250,7 +250,6 @@ def cmd_bench(args) -> None:
         format_markdown,
         parse_variants,
     )
-    from lresizervit.io_utils import atomic_write_json, atomic_write_text
 
     for flag in ("batch", "steps", "images", "repeats", "rounds"):
         if getattr(args, flag) < 1:
@@ -288,7 +287,13 @@ def cmd_bench(args) -> None:
         result = bench_replicas(cfg, batch=args.batch, steps=args.steps)
     else:
         result = bench_loader(cfg, n_images=args.images, repeats=args.repeats)
-    table = format_markdown(result)
+    _emit(args, result, format_markdown(result))
+
+
+def _emit(args, result: dict, table: str) -> None:
+    """Print a benchmark's table; also write it (--md) and the raw figures (--json), atomically."""
+    from lresizervit.io_utils import atomic_write_json, atomic_write_text
+
     if args.json:
         atomic_write_json(args.json, result)
     if args.md:
@@ -298,19 +303,13 @@ def cmd_bench(args) -> None:
 
 def cmd_ablation(args) -> None:
     from lresizervit.ablation import format_ablation, run_ablation
-    from lresizervit.io_utils import atomic_write_json, atomic_write_text
 
     args.config = args.config or "configs/ablation.yaml"
     cfg = _config(args)
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     result = run_ablation(args.config, cfg, tuple(args.set or ()), modes=modes,
                           n_train=args.train, seed=args.seed)
-    table = format_ablation(result)
-    if args.json:
-        atomic_write_json(args.json, result)
-    if args.md:
-        atomic_write_text(args.md, table + "\n")
-    print(table)
+    _emit(args, result, format_ablation(result))
 
 
 def build_parser() -> argparse.ArgumentParser:
