@@ -23,15 +23,12 @@ from lresizervit.config import Config
 from lresizervit.data.folds import FOLD
 from lresizervit.data.schema import ID, META_COLUMNS, TARGET, TARGET_MAX, TARGET_MIN, check_images, read_table
 from lresizervit.io_utils import atomic_write_csv, atomic_write_json, temp_path
+from lresizervit.training.trainer import rmse
 
 
 def svr_file(c: float) -> str:
     """The fold's saved SVR head for one C: heads for several C (and every TTA's OOF cache) can coexist."""
     return f"svr_c{c:g}.joblib"
-
-
-def rmse(y_true, y_pred) -> float:
-    return float(np.sqrt(np.mean((np.asarray(y_true, np.float64) - np.asarray(y_pred, np.float64)) ** 2)))
 
 
 # ---------------------------------------------------------------------------------------------- blend weights
