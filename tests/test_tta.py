@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lresizervit.inference.tta import predict_models, tta_views
+from lresizervit.models.tta import predict_models, tta_views
 
 
 def test_hflip_view_flips_the_width_axis_only():

@@ -19,13 +19,17 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from lresizervit.bench import machine_description
 from lresizervit.config import Config
-from lresizervit.data.synth import SynthParams, detail_survival, generate
+from lresizervit.data.decode import load_image
+from lresizervit.data.synth import SynthParams, generate, render_image
 
 MODES = ("learned", "conv_after_resize", "bilinear")
 ALL_MODES = (*MODES, "none")
@@ -141,3 +145,33 @@ def format_ablation(result: dict) -> str:
     lines.append("")
     lines.append(f"total: {result['total_seconds'] / 60:.1f} min")
     return "\n".join(lines)
+
+
+def detail_survival(image_size: int, target_size: int, params: SynthParams | None = None, n: int = 12) -> float:
+    """The fraction of the stripes' amplitude left after loading a photo at `image_size` (as the loader
+    does) and resizing it to `target_size` with the model's plain antialiased bilinear resize.
+
+    Renders each photo twice, with the strongest stripes and with none (same photo otherwise), and
+    returns the median ratio of the RMS difference at `target_size` to that at `image_size`: about 1 when
+    the resize keeps the stripes, about 0 when it averages them away.
+    """
+
+    from lresizervit.models.resizer import resize_images
+
+    if not 0 < target_size <= image_size:
+        raise ValueError(f"need 0 < target_size <= image_size, got {target_size} and {image_size}")
+    p = params or SynthParams()
+    ratios = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(n):
+            views = []
+            for detail in (0.0, 1.0):
+                path = Path(tmp) / f"{k}_{detail}.jpg"
+                path.write_bytes(render_image(0.5, detail, p.seed * 1000 + k, p))
+                img = load_image(path, image_size).astype(np.float32)
+                top, left = (img.shape[0] - image_size) // 2, (img.shape[1] - image_size) // 2
+                views.append(img[top:top + image_size, left:left + image_size])
+            full = views[1] - views[0]
+            small = np.asarray(resize_images(np.stack(views), (target_size, target_size), "bilinear"))
+            ratios.append(float(np.sqrt(np.mean((small[1] - small[0]) ** 2) / np.mean(full ** 2))))
+    return float(np.median(ratios))

@@ -434,8 +434,8 @@ def bench_predict(cfg: Config, repeats: int = 3, ttas: tuple[str, ...] | None = 
 
     from lresizervit.data.pipeline import make_dataset
     from lresizervit.inference.predict import fold_models
-    from lresizervit.inference.tta import TTA_MODES, predict_models, tta_views
     from lresizervit.models.regressor import load_model
+    from lresizervit.models.tta import TTA_MODES, predict_models, tta_views
 
     ttas = ttas or TTA_MODES
     data_dir = Path(cfg.data.dir)

@@ -9,8 +9,7 @@ pet's mean colour: only a model that looks at the full resolution, nonlinearly, 
 That is the situation the learned resizer is for. `generator.json` records the seed, the noise-floor RMSE
 (targets vs the noise-free signal), the detail-blind RMSE (the best a model can score that sees everything
 but the stripes, e.g. after a plain resize that averaged them away) and the constant-baseline RMSE
-(targets vs their mean), so a CV score can be judged against all three. `detail_survival` measures how
-much of the stripes a plain resize to a given size leaves.
+(targets vs their mean), so a CV score can be judged against all three.
 """
 
 from __future__ import annotations
@@ -195,34 +194,3 @@ def generate(
     atomic_write_json(out / "generator.json", info)
     return info
 
-
-def detail_survival(image_size: int, target_size: int, params: SynthParams | None = None, n: int = 12) -> float:
-    """The fraction of the stripes' amplitude left after loading a photo at `image_size` (as the loader
-    does) and resizing it to `target_size` with the model's plain antialiased bilinear resize.
-
-    Renders each photo twice, with the strongest stripes and with none (same photo otherwise), and
-    returns the median ratio of the RMS difference at `target_size` to that at `image_size`: about 1 when
-    the resize keeps the stripes, about 0 when it averages them away.
-    """
-    import tempfile
-
-    from lresizervit.data.decode import load_image
-    from lresizervit.models.resizer import resize_images
-
-    if not 0 < target_size <= image_size:
-        raise ValueError(f"need 0 < target_size <= image_size, got {target_size} and {image_size}")
-    p = params or SynthParams()
-    ratios = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for k in range(n):
-            views = []
-            for detail in (0.0, 1.0):
-                path = Path(tmp) / f"{k}_{detail}.jpg"
-                path.write_bytes(render_image(0.5, detail, p.seed * 1000 + k, p))
-                img = load_image(path, image_size).astype(np.float32)
-                top, left = (img.shape[0] - image_size) // 2, (img.shape[1] - image_size) // 2
-                views.append(img[top:top + image_size, left:left + image_size])
-            full = views[1] - views[0]
-            small = np.asarray(resize_images(np.stack(views), (target_size, target_size), "bilinear"))
-            ratios.append(float(np.sqrt(np.mean((small[1] - small[0]) ** 2) / np.mean(full ** 2))))
-    return float(np.median(ratios))

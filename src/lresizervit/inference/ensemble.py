@@ -162,8 +162,8 @@ def experiment_members(cfg: Config, data_dir: Path, test: pd.DataFrame, test_pat
     (or for the SVR) each fold model predicts its own validation rows again, cached in the run folder.
     """
     from lresizervit.inference.predict import fold_models
-    from lresizervit.inference.tta import predict_models, tta_views
     from lresizervit.models.regressor import load_model
+    from lresizervit.models.tta import predict_models, tta_views
 
     tta, svr = cfg.predict.tta, cfg.predict.svr
     tta_views(tta)  # an unknown mode fails here, before any model loads
@@ -240,7 +240,7 @@ def _read_cache(cfg: Config, prints: list[str]):
 def _recompute_oof(cfg, data_dir, saved_oof, models, prints, model_paths):
     """Each fold model predicts its validation rows with the asked TTA (+ the SVR head fitted on the other
     folds' rows). Cached per TTA in the run folder, keyed by the fold models' fingerprints."""
-    from lresizervit.inference.tta import predict_models
+    from lresizervit.models.tta import predict_models
 
     csv_path, key_path = _cache_paths(cfg)
     frame, paths = _train_frame(data_dir, saved_oof)

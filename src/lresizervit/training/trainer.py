@@ -34,9 +34,9 @@ import pandas as pd
 from lresizervit.config import Config, save_config
 from lresizervit.data.folds import read_folds
 from lresizervit.data.schema import FOLD, ID, META_COLUMNS, TARGET, check_images
-from lresizervit.inference.tta import predict_models
 from lresizervit.io_utils import atomic_write_csv, atomic_write_json
 from lresizervit.models.regressor import build_regressor, load_model, make_loss
+from lresizervit.models.tta import predict_models
 
 MODEL_FILE = "model.keras"
 BACKUP_DIR = "backup"
