@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.facts import TASK
+
 # Set before TensorFlow or albumentations are imported anywhere in the test session.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,7 +39,7 @@ def tiny_experiment(tmp_path_factory) -> Path:
     tree["predict"].update(out_dir=str(root / "submissions"), batch_size=8, svr_c=4.0, tta="hflip")
     (root / "tiny.yaml").write_text(yaml.safe_dump(tree))
     cfg = load_config(root / "tiny.yaml")
-    write_folds(make_folds(read_table(root / "data" / "train.csv", "train"), 2, 0), cfg.data.folds_csv)
+    write_folds(make_folds(read_table(root / "data" / "train.csv", "train", TASK), 2, 0, TASK), cfg.data.folds_csv, TASK)
     for k in range(2):
         train_fold(cfg, k)
     return root
