@@ -58,7 +58,7 @@ def bench_loader(cfg: Config, n_images: int = 256, repeats: int = 3) -> dict:
     rec_dir = tfrecords_root(cfg) / "train"
     if (rec_dir / "manifest.json").is_file():
         # The same number of images, from records pre-resized by `python -m lresizervit tfrecords`.
-        from lresizervit.data.tfrecords import make_tfrecord_dataset
+        from lresizervit.data.records.reader import make_tfrecord_dataset
 
         n_batches = -(-len(paths) // bs)
         for label, pure_tf in (("albumentations", False), ("pure TF", True)):

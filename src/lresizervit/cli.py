@@ -104,8 +104,9 @@ def cmd_folds(args) -> None:
 
 def cmd_tfrecords(args) -> None:
     from lresizervit.data.folds import read_folds
+    from lresizervit.data.records.manifest import TFRecordsError, check_matches_frame
+    from lresizervit.data.records.writer import write_tfrecords
     from lresizervit.data.schema import check_images, read_table
-    from lresizervit.data.tfrecords import TFRecordsError, check_matches_frame, write_tfrecords
     from lresizervit.training.trainer import tfrecords_root
 
     cfg = _config(args)

@@ -133,7 +133,7 @@ class _FoldMonitor(keras.callbacks.Callback):
 
 
 def tfrecords_root(cfg: Config) -> Path:
-    from lresizervit.data.tfrecords import default_tfrecords_dir
+    from lresizervit.data.records.manifest import default_tfrecords_dir
 
     if cfg.data.tfrecords_dir:
         return Path(cfg.data.tfrecords_dir)
@@ -142,7 +142,7 @@ def tfrecords_root(cfg: Config) -> Path:
 
 def build_tfrecord_datasets(cfg: Config, rec_dir: Path, fold: int, n_folds: int, seed: int, batch_size: int,
                             drop_remainder: bool):
-    from lresizervit.data.tfrecords import make_tfrecord_dataset
+    from lresizervit.data.records.reader import make_tfrecord_dataset
 
     common = {"image_size": cfg.data.image_size, "batch_size": batch_size, "cache": cfg.data.cache,
               "pure_tf": cfg.data.pure_tf_augment}
@@ -257,7 +257,7 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
         write_cv(cfg)
         return json.loads((out / METRICS_FILE).read_text())
     if cfg.data.tfrecords:
-        from lresizervit.data.tfrecords import check_matches_frame
+        from lresizervit.data.records.manifest import check_matches_frame
 
         rec_dir = tfrecords_root(cfg) / "train"
         # Records written from another folds file would validate on rows the model trained on.
