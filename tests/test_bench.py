@@ -1,4 +1,5 @@
-"""The benchmark's own measurements: FLOP counting, the matmul yardstick, the step and predict benches."""
+"""The benchmark's own measurements: FLOP counting, the matmul yardstick, the worker process, the step and
+predict benches."""
 
 import json
 
@@ -6,13 +7,11 @@ import keras
 import numpy as np
 import pytest
 
-from lresizervit.bench import (
-    bench_predict,
-    graph_flops,
-    measure_matmul_flops,
-    model_flops,
-    parse_variants,
-)
+from lresizervit.bench.flops import graph_flops, model_flops
+from lresizervit.bench.machine import measure_matmul_flops
+from lresizervit.bench.predict import bench_predict
+from lresizervit.bench.runner import run_in_process
+from lresizervit.bench.step import parse_variants
 from lresizervit.cli import main
 
 
@@ -65,6 +64,20 @@ def test_matmul_flops_is_positive_and_in_the_asked_dtype(dtype):
     assert m["dtype"] == dtype and m["n"] == 256 and len(m["seconds_runs"]) == 3
     assert m["flops_per_second"] > 1e6  # even a slow CPU does more than a MFLOP/s
 
+
+
+def test_worker_process_returns_its_result_or_names_its_failure():
+    """Builtins as workers: a real spawned process, none of this package's imports to pay for."""
+    import os
+    import time
+
+    assert run_in_process(len, ("abc",), "len") == 3
+    with pytest.raises(RuntimeError, match=r"^parse failed: ValueError: invalid literal for int\(\)"):
+        run_in_process(int, ("x",), "parse")
+    with pytest.raises(RuntimeError, match=r"^quit gave no result \(exit code 3\); out of memory\?"):
+        run_in_process(os._exit, (3,), "quit")  # dies without a word, as under the OOM killer
+    with pytest.raises(RuntimeError, match=r"^nap gave no result in 2 s; stopped it"):
+        run_in_process(time.sleep, (60,), "nap", timeout_s=2)
 
 def test_parse_variants():
     assert parse_variants("learned@512, none,bilinear@1024", 96) == [("learned", 512), ("none", 96),

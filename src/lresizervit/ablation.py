@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lresizervit.bench import machine_description
+from lresizervit.bench.machine import machine_description
 from lresizervit.config import Config
 from lresizervit.data.decode import load_image
 from lresizervit.data.synth import SynthParams, generate, render_image

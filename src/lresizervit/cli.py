@@ -231,52 +231,11 @@ def cmd_validate(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from lresizervit.bench import (
-        bench_loader,
-        bench_predict,
-        bench_replicas,
-        bench_step,
-        format_markdown,
-        parse_variants,
-    )
+    from lresizervit.bench.command import check_args, run_bench
 
-    for flag in ("batch", "steps", "images", "repeats", "rounds"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"bench --{flag} must be at least 1, got {getattr(args, flag)}")
-    cfg = _config(args)
-    if args.precisions:
-        from lresizervit.config import CHOICES
-
-        bad = [p for p in args.precisions.split(",") if p.strip() not in CHOICES["train.precision"]]
-        if bad:
-            raise ValueError(f"--precisions: {bad[0]!r} is not a train.precision "
-                             f"({', '.join(CHOICES['train.precision'])})")
-    if args.what in ("step", "efficiency"):
-        size = cfg.data.image_size
-        variants = parse_variants(args.variants, size) if args.variants else (
-            [("learned", size)] if args.what == "efficiency" else None)
-        target = cfg.model.resizer.target_size
-        for mode, px in variants or []:
-            if mode != "none" and px < target:
-                raise ValueError(f"--variants: {mode}@{px} is smaller than model.resizer.target_size ({target}): "
-                                 "the resizer only shrinks")
-        precisions = tuple(p.strip() for p in args.precisions.split(",")) if args.precisions else (
-            ("float32", "mixed_bfloat16") if args.what == "efficiency" else None)
-        result = bench_step(cfg, batch=args.batch, steps=args.steps, variants=variants, precisions=precisions,
-                            rounds=args.rounds, matmul_n=args.matmul_size)
-    elif args.what == "predict":
-        from lresizervit.training.trainer import load_run_config
-
-        # The experiment's own config rebuilds nothing here, but says how it was trained (image size, TTA);
-        # where the data lives and the predict settings come from now, as in `predict`.
-        saved = load_run_config(cfg.run_dir)
-        saved.data.dir, saved.predict = cfg.data.dir, cfg.predict
-        result = bench_predict(saved, repeats=args.repeats)
-    elif args.what == "replicas":
-        result = bench_replicas(cfg, batch=args.batch, steps=args.steps)
-    else:
-        result = bench_loader(cfg, n_images=args.images, repeats=args.repeats)
-    _emit(args, result, format_markdown(result))
+    check_args(args)  # a bad flag is named before the config is read, let alone anything measured
+    result, table = run_bench(_config(args), args)
+    _emit(args, result, table)
 
 
 def _emit(args, result: dict, table: str) -> None:
