@@ -366,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--md", default=None, help="also write the markdown table to this file")
     sp.set_defaults(func=cmd_ablation)
 
-    from lresizervit.kaggle_io import add_subparsers as add_kaggle_subparsers  # stdlib-only at import
+    # stdlib-only at import
+    from lresizervit.kaggle_io.commands import add_subparsers as add_kaggle_subparsers
 
     add_kaggle_subparsers(sub)
     return p
