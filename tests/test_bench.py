@@ -120,7 +120,7 @@ def test_bench_predict_on_a_tiny_two_fold_experiment(tmp_path):
     save_config(cfg, cfg.run_dir / "config.yaml")
     for k in range(2):  # real (untrained) models: their cost, not their accuracy, is measured
         (cfg.run_dir / f"fold_{k}").mkdir(parents=True)
-        build_regressor(cfg.model, 32).save(cfg.run_dir / f"fold_{k}" / "model.keras")
+        build_regressor(cfg.model, 32, cfg.task).save(cfg.run_dir / f"fold_{k}" / "model.keras")
         (cfg.run_dir / f"fold_{k}" / "metrics.json").write_text('{"n_folds": 2}')
     result = bench_predict(cfg, repeats=1, ttas=("hflip",))
     rows = result["variants"]

@@ -25,12 +25,12 @@ import pytest
 
 import lresizervit
 from lresizervit.cli import main
-from lresizervit.data.schema import META_COLUMNS
 from lresizervit.inference.submission import validate_file
 from lresizervit.kaggle_io.client import KaggleError
 from lresizervit.kaggle_io.download import install_archive
 from lresizervit.kaggle_io.package import default_slug, package_experiment, validate_metadata
 from tests.conftest import copy_experiment
+from tests.facts import META_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_KEY = "f4k3k3y0123456789abcdef0123456789"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -25,10 +26,12 @@ from lresizervit.data.records.manifest import (
 )
 from lresizervit.data.records.reader import make_tfrecord_dataset, read_tfrecords
 from lresizervit.data.records.writer import write_tfrecords
-from lresizervit.data.schema import FOLD, ID, META_COLUMNS, TARGET, TEST_COLUMNS, TRAIN_COLUMNS
 from tests.conftest import photo_like
+from tests.facts import FOLD, ID, META_COLUMNS, TARGET, TASK, TEST_COLUMNS, TRAIN_COLUMNS
 
 S = 32
+# The fixture keeps train and test images in one folder: a task whose image layout says so.
+IMAGES = dataclasses.replace(TASK, image_path="images/{id}.jpg")
 N_TRAIN, N_TEST, N_FOLDS = 18, 4, 3
 
 
@@ -62,8 +65,8 @@ def data(tmp_path_factory) -> dict:
 
     train_dir, test_dir = root / "train_rec", root / "test_rec"
     # 3 shards of a fold-sorted frame: each fold lives in 1-2 shards, so fold selection skips and filters.
-    write_tfrecords(train, image_dir, train_dir, S, num_shards=3, workers=1)
-    write_tfrecords(test, image_dir, test_dir, S, workers=1)
+    write_tfrecords(train, root, train_dir, S, IMAGES, num_shards=3, workers=1)
+    write_tfrecords(test, root, test_dir, S, IMAGES, workers=1)
     return {
         "root": root,
         "images": image_dir,
@@ -133,11 +136,11 @@ def test_manifest_describes_the_directory(data):
     assert names == [f"train-{i:05d}-of-00003.tfrec" for i in range(3)]
     assert [s["file"] for s in m["shards"]] == names and sum(s["count"] for s in m["shards"]) == N_TRAIN
     assert not list(data["train_dir"].glob(".*"))  # no temp files left
-    check_matches_frame(data["train_dir"], data["train"], S)
+    check_matches_frame(data["train_dir"], data["train"], S, IMAGES)
     moved = data["train"].copy()
     moved.loc[0, FOLD] = (moved.loc[0, FOLD] + 1) % N_FOLDS
     with pytest.raises(TFRecordsError, match="written from other rows"):
-        check_matches_frame(data["train_dir"], moved)
+        check_matches_frame(data["train_dir"], moved, None, IMAGES)
 
 
 def test_test_records_have_no_target_and_yield_dicts_only(data):
@@ -167,16 +170,16 @@ def test_test_records_have_no_target_and_yield_dicts_only(data):
 
 def test_worker_processes_write_the_same_bytes(data, tmp_path, monkeypatch):
     monkeypatch.setattr(writer, "_MIN_ROWS_FOR_WORKERS", 0)
-    write_tfrecords(data["train"], data["images"], tmp_path, S, num_shards=3, workers=2)
+    write_tfrecords(data["train"], data["root"], tmp_path, S, IMAGES, num_shards=3, workers=2)
     for shard in read_manifest(data["train_dir"])["shards"]:
         assert (tmp_path / shard["file"]).read_bytes() == (data["train_dir"] / shard["file"]).read_bytes()
 
 
 def test_auto_shard_count_and_rewrite_removes_stale_shards(data, tmp_path, monkeypatch):
     df = data["train"].iloc[:6]
-    assert len(write_tfrecords(df, data["images"], tmp_path, S, workers=1)["shards"]) == 1
+    assert len(write_tfrecords(df, data["root"], tmp_path, S, IMAGES, workers=1)["shards"]) == 1
     monkeypatch.setattr(writer, "MAX_SHARD_BYTES", 4000)  # a few records per shard
-    m = write_tfrecords(df, data["images"], tmp_path, S, workers=1)
+    m = write_tfrecords(df, data["root"], tmp_path, S, IMAGES, workers=1)
     assert len(m["shards"]) > 1
     assert sorted(p.name for p in tmp_path.glob("*.tfrec")) == [s["file"] for s in m["shards"]]
     assert sorted(r["id"].decode() for r in _read_all(tmp_path)) == sorted(df[ID])
@@ -184,16 +187,16 @@ def test_auto_shard_count_and_rewrite_removes_stale_shards(data, tmp_path, monke
 
 def test_failed_write_leaves_no_manifest_and_no_temp_files(data, tmp_path):
     df = data["train"].iloc[:4]
-    write_tfrecords(df, data["images"], tmp_path, S, workers=1)
+    write_tfrecords(df, data["root"], tmp_path, S, IMAGES, workers=1)
     broken = df.copy()
     broken.loc[broken.index[2], ID] = "does-not-exist"
     # Caught while sizing the shards: the previous records are untouched and still valid.
     with pytest.raises(ValueError, match="does-not-exist"):
-        write_tfrecords(broken, data["images"], tmp_path, S, workers=1)
+        write_tfrecords(broken, data["root"], tmp_path, S, IMAGES, workers=1)
     assert records_per_fold(tmp_path) == df[FOLD].value_counts().sort_index().to_dict()
     # Caught mid-write: the manifest is gone, so no reader mixes old and new shards.
     with pytest.raises(ValueError, match="does-not-exist"):
-        write_tfrecords(broken, data["images"], tmp_path, S, num_shards=2, workers=1)
+        write_tfrecords(broken, data["root"], tmp_path, S, IMAGES, num_shards=2, workers=1)
     assert not (tmp_path / "manifest.json").exists()
     assert not list(tmp_path.glob(".*"))
     with pytest.raises(TFRecordsError, match="half-written"):
@@ -202,9 +205,9 @@ def test_failed_write_leaves_no_manifest_and_no_temp_files(data, tmp_path):
 
 def test_bad_frames_are_refused(data, tmp_path):
     with pytest.raises(ValueError, match="duplicate Id"):
-        write_tfrecords(pd.concat([data["test"], data["test"]]), data["images"], tmp_path, S)
+        write_tfrecords(pd.concat([data["test"], data["test"]]), data["root"], tmp_path, S, IMAGES)
     with pytest.raises(ValueError, match="lacks the column"):
-        write_tfrecords(data["test"].drop(columns=["Eyes"]), data["images"], tmp_path, S)
+        write_tfrecords(data["test"].drop(columns=["Eyes"]), data["root"], tmp_path, S, IMAGES)
 
 
 # --- manifest checks ----------------------------------------------------------------------------------------

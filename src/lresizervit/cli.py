@@ -121,13 +121,13 @@ def cmd_tfrecords(args) -> None:
         out = root / split
         if args.if_missing:
             try:
-                check_matches_frame(out, df, cfg.data.image_size)
+                check_matches_frame(out, df, cfg.data.image_size, cfg.task)
                 print(f"{out}: up to date; kept")
                 continue
             except TFRecordsError:
                 pass
-        paths = check_images(df, data_dir, split, str(source), cfg.task)
-        m = write_tfrecords(df, image_dir, out, cfg.data.image_size, num_shards=args.shards,
+        check_images(df, data_dir, split, str(source), cfg.task)
+        m = write_tfrecords(df, data_dir, out, cfg.data.image_size, cfg.task, num_shards=args.shards,
                             quality=args.quality, workers=args.workers)
         print(f"wrote {out}: {m['total']} records in {len(m['shards'])} shard(s), "
               f"{sum(s['bytes'] for s in m['shards']) / 2**20:.1f} MiB, folds {m['folds']}")

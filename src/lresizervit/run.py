@@ -194,6 +194,8 @@ def experiment_config(spec: str | os.PathLike, overrides: tuple[str, ...] = ()) 
     """
     path = Path(spec)
     if path.is_dir():
+        if not (path / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"{path}: not an experiment folder (no {CONFIG_FILE}); train it first")
         cfg = load_run_config(path, overrides)
         cfg.output_dir, cfg.name = str(path.parent), path.name
         return cfg

@@ -36,13 +36,11 @@ def _run_step(cfg: Config, args) -> dict:
 
 
 def _run_predict(cfg: Config, args) -> dict:
-    from lresizervit.training.trainer import load_run_config
+    from lresizervit.run import trained_config
 
     # The experiment's own config rebuilds nothing here, but says how it was trained (image size, TTA);
     # where the data lives and the predict settings come from now, as in `predict`.
-    saved = load_run_config(cfg.run_dir)
-    saved.data.dir, saved.predict = cfg.data.dir, cfg.predict
-    return predict.bench_predict(saved, repeats=args.repeats)
+    return predict.bench_predict(trained_config(cfg), repeats=args.repeats)
 
 
 BENCHES = {

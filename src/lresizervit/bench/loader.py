@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lresizervit.bench.machine import machine_description
 from lresizervit.config import Config
-from lresizervit.data.schema import META_COLUMNS, TARGET, check_images, read_table
+from lresizervit.data.schema import check_images, read_table
 
 
 def bench_loader(cfg: Config, n_images: int = 256, repeats: int = 3) -> dict:
@@ -17,10 +17,11 @@ def bench_loader(cfg: Config, n_images: int = 256, repeats: int = 3) -> dict:
     from lresizervit.data.pipeline import decode_benchmark_dataset, make_dataset, measure_images_per_second
 
     data_dir = Path(cfg.data.dir)
-    train = read_table(data_dir / "train.csv", "train").iloc[:n_images]
-    paths = check_images(train, data_dir / "train", str(data_dir / "train.csv"))
-    meta = train[list(META_COLUMNS)].to_numpy("float32")
-    target = train[TARGET].to_numpy("float32")
+    task = cfg.task
+    train = read_table(data_dir / "train.csv", "train", task).iloc[:n_images]
+    paths = check_images(train, data_dir, "train", str(data_dir / "train.csv"), task)
+    meta = train[task.metadata_columns].to_numpy("float32")
+    target = train[task.target_column].to_numpy("float32")
     size, bs = cfg.data.image_size, cfg.train.batch_size
     aug = dataclasses.asdict(cfg.augment)
 

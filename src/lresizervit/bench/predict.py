@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lresizervit.bench.machine import machine_description
 from lresizervit.config import Config
-from lresizervit.data.schema import META_COLUMNS, check_images, read_table
+from lresizervit.data.schema import check_images, read_table
 
 
 def bench_predict(cfg: Config, repeats: int = 3, ttas: tuple[str, ...] | None = None) -> dict:
@@ -18,15 +18,16 @@ def bench_predict(cfg: Config, repeats: int = 3, ttas: tuple[str, ...] | None = 
     import tensorflow as tf
 
     from lresizervit.data.pipeline import make_dataset
-    from lresizervit.inference.predict import fold_models
     from lresizervit.models.regressor import load_model
     from lresizervit.models.tta import TTA_MODES, predict_models, tta_views
+    from lresizervit.run import fold_models
 
     ttas = ttas or TTA_MODES
     data_dir = Path(cfg.data.dir)
-    test = read_table(data_dir / "test.csv", "test")
-    paths = check_images(test, data_dir / "test", str(data_dir / "test.csv"))
-    meta = test[list(META_COLUMNS)].to_numpy("float32")
+    task = cfg.task
+    test = read_table(data_dir / "test.csv", "test", task)
+    paths = check_images(test, data_dir, "test", str(data_dir / "test.csv"), task)
+    meta = test[task.metadata_columns].to_numpy("float32")
     models = [load_model(p) for p in fold_models(cfg.run_dir)]
 
     def dataset(cache: bool):
@@ -47,7 +48,7 @@ def bench_predict(cfg: Config, repeats: int = 3, ttas: tuple[str, ...] | None = 
         k, tta = combos[name]
         ds = dataset(False) if "decoding" in name else cached
         t0 = time.perf_counter()
-        predict_models(models[:k], ds, tta)
+        predict_models(models[:k], ds, tta, cfg.task)
         return len(paths) / (time.perf_counter() - t0)
 
     for name in combos:  # warm-up: tracing, the OS file cache

@@ -12,7 +12,6 @@ def _replica_worker(cfg_dict: dict, batch: int, steps: int) -> dict:
     devices can only be configured before TensorFlow starts)."""
     import time
 
-    import numpy as np
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -22,16 +21,14 @@ def _replica_worker(cfg_dict: dict, batch: int, steps: int) -> dict:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
 
+    from lresizervit.bench.step import random_batch
     from lresizervit.config import config_from_dict
     from lresizervit.training.strategy import make_strategy
     from lresizervit.training.trainer import compile_model
 
     cfg = config_from_dict(cfg_dict)
     size = cfg.data.image_size
-    rng = np.random.default_rng(0)
-    x = {"image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
-         "metadata": rng.integers(0, 2, (batch, 12)).astype("float32")}
-    y = rng.uniform(1, 100, batch).astype("float32")
+    x, y = random_batch(cfg.task, batch, size)
     ds = tf.data.Dataset.from_tensors((x, y)).repeat(steps)
     out = {}
     for name in ("default", "mirrored"):

@@ -11,7 +11,18 @@ from lresizervit.bench.flops import FLOPS_COUNTING, model_flops
 from lresizervit.bench.machine import machine_description, measure_matmul_flops, rss_mib
 from lresizervit.bench.runner import run_in_process
 from lresizervit.config import Config
-from lresizervit.data.schema import META_COLUMNS
+from lresizervit.task import Task
+
+
+def random_batch(task: Task, batch: int, image_size: int, seed: int = 0):
+    """A batch of random pixels, 0/1 metadata and targets in the task's range: what a train step costs does
+    not depend on the values."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = {"image": rng.integers(0, 256, (batch, image_size, image_size, 3), dtype=np.uint8),
+         "metadata": rng.integers(0, 2, (batch, len(task.metadata_columns))).astype("float32")}
+    return x, rng.uniform(task.lo, task.hi, batch).astype("float32")
 
 
 def _step_worker(cfg_dict: dict, mode: str, image_size: int, steps: int, batch: int,
@@ -21,7 +32,6 @@ def _step_worker(cfg_dict: dict, mode: str, image_size: int, steps: int, batch: 
     import time
 
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from lresizervit.config import config_from_dict
@@ -32,16 +42,13 @@ def _step_worker(cfg_dict: dict, mode: str, image_size: int, steps: int, batch: 
     gpu = bool(tf.config.list_physical_devices("GPU"))
     keras.mixed_precision.set_global_policy(cfg.train.precision)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    model = build_regressor(cfg.model, image_size)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4), loss=make_loss(cfg.model))
+    model = build_regressor(cfg.model, image_size, cfg.task)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4), loss=make_loss(cfg.model, cfg.task))
     model.optimizer.build(model.trainable_variables)
     static_mib = rss_mib()  # weights + optimizer state + runtime, before any activation exists
     if gpu:
         tf.config.experimental.reset_memory_stats("GPU:0")
-    rng = np.random.default_rng(0)
-    x = {"image": rng.integers(0, 256, (batch, image_size, image_size, 3), dtype=np.uint8),
-         "metadata": rng.integers(0, 2, (batch, len(META_COLUMNS))).astype("float32")}
-    y = rng.uniform(1, 100, batch).astype("float32")
+    x, y = random_batch(cfg.task, batch, image_size)
     model.train_on_batch(x, y)  # trace + first step: not timed
     times = []
     for _ in range(steps):

@@ -8,13 +8,22 @@ from lresizervit.kaggle_io.download import download_competition
 from lresizervit.kaggle_io.package import DEFAULT_LICENSE, package_experiment
 from lresizervit.kaggle_io.submit import submit
 
-# The competition the subcommands default to; download and submit take it as an argument.
-COMPETITION = "petfinder-pawpularity-score"
-DEFAULT_TEST_CSV = f"input/{COMPETITION}/test.csv"
+DEFAULT_CONFIG = "configs/default.yaml"
+
+
+def _config(args):
+    """The config whose task names the competition (and whose data.dir holds test.csv): --config, else
+    configs/default.yaml where it exists, else the defaults (Pawpularity)."""
+    from pathlib import Path
+
+    from lresizervit.config import load_config
+
+    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
+    return load_config(path, tuple(args.set or ()))
 
 
 def cmd_download(args) -> None:
-    download_competition(args.competition, args.dest, force=args.force)
+    download_competition(args.competition or _config(args).task.competition, args.dest, force=args.force)
 
 
 def cmd_package(args) -> None:
@@ -34,9 +43,21 @@ def cmd_package(args) -> None:
 
 
 def cmd_submit(args) -> None:
-    answer = submit(args.file, args.message, args.competition, args.test_csv, kernel=args.kernel,
+    from pathlib import Path
+
+    cfg = _config(args)
+    competition = args.competition or cfg.task.competition
+    test_csv = args.test_csv or Path(cfg.data.dir) / "test.csv"
+    answer = submit(args.file, args.message, competition, test_csv, cfg.task, kernel=args.kernel,
                     kernel_version=args.kernel_version)
-    print(f"{args.file} -> {args.competition}: {answer}")
+    print(f"{args.file} -> {competition}: {answer}")
+
+
+def _with_config(sp):
+    sp.add_argument("--config", default=None, help=f"whose task names the competition and whose data.dir holds "
+                    f"test.csv (default: {DEFAULT_CONFIG} if present, else Pawpularity's)")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    return sp
 
 
 def add_subparsers(sub) -> None:
@@ -44,8 +65,8 @@ def add_subparsers(sub) -> None:
     kp = sub.add_parser("kaggle", help="download the data, package an experiment as a dataset, submit")
     ksub = kp.add_subparsers(dest="kaggle_command", required=True)
 
-    sp = ksub.add_parser("download", help="competition files into DEST/<competition>/, unzipped")
-    sp.add_argument("--competition", default=COMPETITION)
+    sp = _with_config(ksub.add_parser("download", help="competition files into DEST/<competition>/, unzipped"))
+    sp.add_argument("--competition", default=None, help="Kaggle slug (default: the config's task.competition)")
     sp.add_argument("--dest", default="input", help="parent folder (default: input)")
     sp.add_argument("--force", action="store_true", help="download again and replace an existing folder")
     sp.set_defaults(func=cmd_download)
@@ -62,11 +83,11 @@ def add_subparsers(sub) -> None:
     sp.add_argument("--svr-c", type=float, default=None, help="predict.svr_c the notebook uses")
     sp.set_defaults(func=cmd_package)
 
-    sp = ksub.add_parser("submit", help="check a submission against test.csv, then submit it")
+    sp = _with_config(ksub.add_parser("submit", help="check a submission against test.csv, then submit it"))
     sp.add_argument("file")
     sp.add_argument("-m", "--message", required=True)
-    sp.add_argument("--competition", default=COMPETITION)
-    sp.add_argument("--test-csv", default=DEFAULT_TEST_CSV, help=f"checked against (default {DEFAULT_TEST_CSV})")
+    sp.add_argument("--competition", default=None, help="Kaggle slug (default: the config's task.competition)")
+    sp.add_argument("--test-csv", default=None, help="checked against (default: <data.dir>/test.csv)")
     sp.add_argument("--kernel", default=None, metavar="OWNER/NOTEBOOK",
                     help="code competition: submit this notebook's output file named like FILE")
     sp.add_argument("--kernel-version", type=int, default=None)

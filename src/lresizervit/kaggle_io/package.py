@@ -28,23 +28,6 @@ WHEEL_GLOB = "lresizervit-*.whl"
 INFERENCE_SCRIPT = "inference.py"
 
 
-def resolve_experiment(exp: str | os.PathLike) -> Path:
-    """`models/<exp>/` from an experiment folder (holding config.yaml) or a config YAML."""
-    path = Path(exp)
-    if path.is_dir():
-        if not (path / "config.yaml").is_file():
-            raise FileNotFoundError(f"{path}: not an experiment folder (no config.yaml); train it first")
-        return path
-    if path.is_file():
-        from lresizervit.config import load_config
-
-        run_dir = load_config(path).run_dir
-        if not (run_dir / "config.yaml").is_file():
-            raise FileNotFoundError(f"{run_dir}: no trained experiment for {path} (run bash train_folds.sh {path})")
-        return run_dir
-    raise FileNotFoundError(f"{path}: no such experiment folder or config file")
-
-
 def source_root() -> Path:
     """The checkout this package runs from (the wheel is built from it)."""
     import lresizervit
@@ -141,18 +124,24 @@ def package_experiment(exp: str | os.PathLike, dataset: str | None = None, title
     `config.yaml` `predict` section, which is what `predict <folder>`, and so the notebook, uses.
     """
     from lresizervit.config import save_config
-    from lresizervit.inference.ensemble import svr_file
-    from lresizervit.inference.predict import fold_models
     from lresizervit.io_utils import atomic_write_bytes, atomic_write_json
-    from lresizervit.training.trainer import load_run_config
+    from lresizervit.run import (
+        CONFIG_FILE,
+        DATASET_METADATA,
+        experiment_config,
+        fold_models,
+        load_run_config,
+        read_cv,
+        svr_file,
+    )
 
     if dataset is not None and dataset.count("/") > 1:
         # The client would take a third part as a version and silently drop it.
         raise KaggleError(f"--dataset {dataset!r}: a dataset id is USER/SLUG (or SLUG), one '/' at most")
-    run_dir = resolve_experiment(exp)
+    run_dir = experiment_config(exp).run_dir
     models = fold_models(run_dir)  # an error naming the missing folds: a partial upload scores differently
     cfg = load_run_config(run_dir, tuple(f"predict.{k}={v}" for k, v in (predict_settings or {}).items()))
-    meta_path = run_dir / "dataset-metadata.json"
+    meta_path = run_dir / DATASET_METADATA
     previous = read_json_dict(meta_path) if meta_path.is_file() else {}
 
     if dataset and "/" in dataset:
@@ -166,8 +155,7 @@ def package_experiment(exp: str | os.PathLike, dataset: str | None = None, title
                               f"KAGGLE_USERNAME, or put a \"username\" in {config_file()}")
         ref = f"{user}/{dataset or default_slug(cfg.name)}"
     title = title or previous.get("title") or f"LResizerViT {cfg.name}"[:50]
-    cv_path = run_dir / "cv.json"
-    cv = json.loads(cv_path.read_text()) if cv_path.is_file() else {}
+    cv = read_cv(run_dir) or {}
     score = f" CV RMSE {cv['cv_rmse']:.3f} over {cv['n_folds']} folds." if "cv_rmse" in cv else ""
     description = (
         f"Fold models of the LResizerViT experiment `{cfg.name}` ({len(models)} folds, resizer "
@@ -185,13 +173,13 @@ def package_experiment(exp: str | os.PathLike, dataset: str | None = None, title
 
     wheel = build_wheel(run_dir)
     if predict_settings:
-        save_config(cfg, run_dir / "config.yaml")  # predict.* only: training keys are unchanged
+        save_config(cfg, run_dir / CONFIG_FILE)  # predict.* only: training keys are unchanged
     script = source_root() / "kaggle" / INFERENCE_SCRIPT
     if script.is_file():
         atomic_write_bytes(run_dir / INFERENCE_SCRIPT, script.read_bytes())
     atomic_write_json(meta_path, meta)
     validate_metadata(run_dir)
     size = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
-    heads = all((m.parent / svr_file(cfg.predict.svr_c)).is_file() for m in models)
+    heads = all(svr_file(run_dir, k, cfg.predict.svr_c).is_file() for k in range(len(models)))
     return {"run_dir": run_dir, "id": ref, "title": title, "wheel": wheel, "folds": len(models),
             "bytes": size, "predict": cfg.predict, "svr_heads_saved": heads}

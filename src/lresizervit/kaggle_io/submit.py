@@ -9,7 +9,7 @@ from pathlib import Path
 from lresizervit.kaggle_io.client import KaggleError, client_error, connect
 
 
-def submit(file: str | os.PathLike, message: str, competition: str, test_csv: str | os.PathLike,
+def submit(file: str | os.PathLike, message: str, competition: str, test_csv: str | os.PathLike, task,
            kernel: str | None = None, kernel_version: int | None = None) -> str:
     """Check the submission against test.csv, then submit it (as a file, or as the output of a kernel
     for a code competition); returns Kaggle's answer."""
@@ -21,7 +21,7 @@ def submit(file: str | os.PathLike, message: str, competition: str, test_csv: st
         raise FileNotFoundError(f"{test_csv}: test.csv not found, so {file} cannot be checked before it is "
                                 f"submitted (pass --test-csv, or download the data: python -m lresizervit "
                                 f"kaggle download)")
-    n = validate_file(file, test_csv)
+    n = validate_file(file, test_csv, task)
     print(f"{file}: valid ({n} rows)")
     api = connect()
     try:

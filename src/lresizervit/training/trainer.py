@@ -237,16 +237,16 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
     folds_df, n_folds = read_folds(cfg.data.folds_csv, task)
     if not 0 <= fold < n_folds:
         raise ValueError(f"fold {fold} is not in {cfg.data.folds_csv}, which has folds 0..{n_folds - 1}")
-    task = multi_worker_task(cfg.train.strategy)
-    if task is not None and not task[1]:
+    worker = multi_worker_task(cfg.train.strategy)
+    if worker is not None and not worker[1]:
         # Workers train the chief's weights; theirs go beside the experiment, so that a shared file system
         # (NFS, GCS, several workers on one machine) never has two writers of one file.
-        cfg = dataclasses.replace(cfg, output_dir=str(Path(cfg.output_dir) / f".worker_{task[0]}"))
+        cfg = dataclasses.replace(cfg, output_dir=str(Path(cfg.output_dir) / f".worker_{worker[0]}"))
     out = fold_dir(cfg.run_dir, fold)
     check_run_config(cfg)  # also before skipping: "trained" must not be said of a config that was not
     complete = (out / METRICS_FILE).is_file() and not force
     strategy = None
-    if task is not None:
+    if worker is not None:
         # Collective ops are configured when the strategy is made, before TF runs anything else; a worker
         # that skips or resumes alone would leave the others waiting in a collective.
         strategy = make_strategy(cfg.train.strategy)

@@ -9,7 +9,7 @@ One split per directory::
     train-00000-of-00002.tfrec, train-00001-of-00002.tfrec   (test-... when the frame has no target)
     manifest.json   written last: a directory without it is half-written and every reader refuses it
 
-Record features: ``image`` (JPEG bytes), ``metadata`` (12 float32 in ``META_COLUMNS`` order), ``target``
+Record features: ``image`` (JPEG bytes), ``metadata`` (float32, the task's metadata columns in order, listed in the manifest), ``target``
 (float32; absent for test), ``id`` (bytes), ``fold`` (int64; -1 for test), ``height`` / ``width`` (int64).
 
 Row order: rows are stored sorted by fold (stably), so an unshuffled read returns the folds in ascending order

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from lresizervit.data.records.rows import rows_fingerprint
-from lresizervit.data.schema import META_COLUMNS
+from lresizervit.task import Task
 
 __all__ = [
     "FORMAT",
@@ -106,15 +106,23 @@ def records_per_fold(tfrec_dir: str | os.PathLike[str]) -> dict[int, int]:
 
 
 def check_matches_frame(
-    tfrec_dir: str | os.PathLike[str], df: pd.DataFrame, image_size: int | None = None
+    tfrec_dir: str | os.PathLike[str], df: pd.DataFrame, image_size: int | None, task: Task
 ) -> dict[str, Any]:
-    """Refuse records written from other rows than ``df`` (Ids, metadata, targets or folds differ).
+    """Refuse records written for another task or from other rows than ``df`` (ids, metadata, targets or
+    folds differ).
 
     Records written from an older folds file would validate each fold on rows the model trained on.
     Returns the manifest.
     """
     manifest = read_manifest(tfrec_dir, image_size)
-    if manifest["source"]["rows_sha256"] != rows_fingerprint(df):
+    cols = manifest["columns"]
+    if cols["id"] != task.id_column or cols["metadata"] != list(task.metadata_columns):
+        raise TFRecordsError(
+            f"{os.fspath(tfrec_dir)}: written for the id column {cols['id']!r} and the metadata columns "
+            f"{cols['metadata']}, but the config's task has {task.id_column!r} and "
+            f"{list(task.metadata_columns)}; write the records again with this config"
+        )
+    if manifest["source"]["rows_sha256"] != rows_fingerprint(df, task):
         raise TFRecordsError(
             f"{os.fspath(tfrec_dir)}: written from other rows ({manifest['source']['rows']} rows of "
             f"{manifest['source']['image_dir']}) than this frame ({len(df)} rows): its Ids, metadata, targets "
@@ -139,8 +147,8 @@ def _check_manifest(d: str, m: Any) -> None:
     if missing:
         raise bad(f"lacks the key(s) {missing}")
     try:
-        if m["columns"]["metadata"] != list(META_COLUMNS):
-            raise bad(f"lists the metadata columns {m['columns']['metadata']}, expected {list(META_COLUMNS)}")
+        if not isinstance(m["columns"]["metadata"], list):
+            raise bad(f"lists no metadata columns ({m['columns']['metadata']!r})")
         if not isinstance(m["image_size"], int) or not m["shards"] or "rows_sha256" not in m["source"]:
             raise bad("has no image_size, no shards or no source fingerprint")
         total = sum(int(s["count"]) for s in m["shards"])

@@ -22,7 +22,6 @@ from lresizervit.data.augment_tf import (
     tf_train_augment_window,
 )
 from lresizervit.data.records.manifest import TFRecordsError, join_path, read_manifest
-from lresizervit.data.schema import META_COLUMNS
 
 __all__ = ["DEFAULT_SHUFFLE_BUFFER", "make_tfrecord_dataset", "read_tfrecords"]
 
@@ -40,7 +39,7 @@ def read_tfrecords(
 ) -> tf.data.Dataset:
     """Parsed records of ``folds`` (None: all), in stored order, with the image decoded.
 
-    Elements: ``{"image": uint8 [H, W, 3], "metadata": float32 [12], "target": float32 [] (NaN for test),
+    Elements: ``{"image": uint8 [H, W, 3], "metadata": float32 [M], "target": float32 [] (NaN for test),
     "id": string [], "fold": int64 []}``. ``image_size`` (if given) must match the manifest.
     """
     d = os.fspath(tfrec_dir)
@@ -73,7 +72,7 @@ def make_tfrecord_dataset(
 ) -> tf.data.Dataset:
     """The batches of ``pipeline.make_dataset``, read from TFRecords instead of loose JPEGs.
 
-    ``({"image": uint8 [B,S,S,3], "metadata": float32 [B,12]}, target float32 [B])``, or the dict alone for
+    ``({"image": uint8 [B,S,S,3], "metadata": float32 [B,M]}, target float32 [B])``, or the dict alone for
     records without targets. ``augment_kwargs`` are ``augment.train_transform``'s (a ``seed`` there overrides
     ``shuffle_seed`` for the augmentations) and are ignored when not training. ``pure_tf=True`` augments with
     TF ops only (for TPUs, which cannot run ``tf.numpy_function``); otherwise the albumentations transforms
@@ -196,7 +195,10 @@ def _records(
     else:
         # One shard after the other: records come out in the order they were written.
         ds = tf.data.TFRecordDataset(files)
-    ds = ds.map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
+    # The records say how many metadata values they hold; that they are the task's columns was checked
+    # against the config when training started (manifest.check_matches_frame).
+    spec = _feature_spec(len(manifest["columns"]["metadata"]))
+    ds = ds.map(lambda serialized: tf.io.parse_single_example(serialized, spec), num_parallel_calls=tf.data.AUTOTUNE)
     if needs_filter:
         wanted_t = tf.constant(sorted(wanted), dtype=tf.int64)
         # Filtered while the image is still compressed: the rows of other folds are never decoded.
@@ -206,17 +208,16 @@ def _records(
     return ds.apply(tf.data.experimental.assert_cardinality(n))
 
 
-def _parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-    spec = {
+def _feature_spec(n_metadata: int) -> dict[str, tf.io.FixedLenFeature]:
+    return {
         "image": tf.io.FixedLenFeature([], tf.string),
-        "metadata": tf.io.FixedLenFeature([len(META_COLUMNS)], tf.float32),
+        "metadata": tf.io.FixedLenFeature([n_metadata], tf.float32),
         "target": tf.io.FixedLenFeature([], tf.float32, default_value=float("nan")),
         "id": tf.io.FixedLenFeature([], tf.string),
         "fold": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
         "height": tf.io.FixedLenFeature([], tf.int64),
         "width": tf.io.FixedLenFeature([], tf.int64),
     }
-    return tf.io.parse_single_example(serialized, spec)
 
 
 def _decode_jpeg(data: tf.Tensor) -> tf.Tensor:

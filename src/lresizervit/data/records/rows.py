@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lresizervit.data.schema import FOLD, ID, META_COLUMNS, TARGET
+from lresizervit.task import FOLD, Task
 
 __all__ = ["frame_columns", "rows_fingerprint"]
 
 
-def rows_fingerprint(df: pd.DataFrame) -> str:
-    """SHA-256 of a frame's Ids, metadata, targets and folds, in row order (what the records were made from)."""
-    rows = frame_columns(df)
+def rows_fingerprint(df: pd.DataFrame, task: Task) -> str:
+    """SHA-256 of a frame's ids, metadata, targets and folds, in row order (what the records were made from)."""
+    rows = frame_columns(df, task)
     h = hashlib.sha256()
     h.update("\n".join(rows["id"]).encode("utf-8") + b"\0")
     h.update(rows["metadata"].astype("<f4").tobytes())
@@ -30,9 +30,10 @@ def rows_fingerprint(df: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def frame_columns(df: pd.DataFrame) -> dict[str, Any]:
-    """The columns a record holds, checked: Ids unique, values finite, a fold only with a target."""
-    missing = [c for c in (ID, *META_COLUMNS) if c not in df.columns]
+def frame_columns(df: pd.DataFrame, task: Task) -> dict[str, Any]:
+    """The columns a record holds, checked: ids unique, values finite, a fold only with a target."""
+    ID, TARGET = task.id_column, task.target_column
+    missing = [c for c in (ID, *task.metadata_columns) if c not in df.columns]
     if missing:
         raise ValueError(f"the frame lacks the column(s) {missing}")
     if len(df) == 0:
@@ -44,7 +45,7 @@ def frame_columns(df: pd.DataFrame) -> dict[str, Any]:
     if len(set(ids)) != len(ids):
         dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
         raise ValueError(f"duplicate Id {dup!r} in the frame")
-    metadata = df[list(META_COLUMNS)].to_numpy(np.float32)
+    metadata = df[list(task.metadata_columns)].to_numpy(np.float32).reshape(len(df), -1)
     if not np.isfinite(metadata).all():
         raise ValueError("the metadata columns hold missing or non-finite values")
     target = df[TARGET].to_numpy(np.float32) if has_target else None

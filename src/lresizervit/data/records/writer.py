@@ -22,8 +22,8 @@ from PIL import Image
 from lresizervit.data.decode import load_image
 from lresizervit.data.records.manifest import FORMAT, FORMAT_VERSION, MANIFEST, SHARD_NAME, SHARD_SUFFIX
 from lresizervit.data.records.rows import frame_columns, rows_fingerprint
-from lresizervit.data.schema import FOLD, ID, META_COLUMNS, TARGET, image_path
 from lresizervit.io_utils import atomic_write_json, temp_path
+from lresizervit.task import FOLD, Task
 
 __all__ = ["MAX_SHARD_BYTES", "write_tfrecords"]
 
@@ -41,17 +41,19 @@ _MIN_ROWS_FOR_WORKERS = 500
 
 def write_tfrecords(
     folds_df: pd.DataFrame,
-    image_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     image_size: int,
+    task: Task,
     num_shards: int | None = None,
     quality: int = 95,
     *,
     workers: int | None = None,
 ) -> dict[str, Any]:
-    """Write ``folds_df``'s images (``image_dir/{Id}.jpg``) and columns as TFRecord shards; return the manifest.
+    """Write ``folds_df``'s images (``task.image_path`` under ``data_dir``) and columns as TFRecord shards;
+    return the manifest.
 
-    A frame with ``Pawpularity`` becomes ``train-*`` shards (fold from ``kfold``, or -1 without it); one
+    A frame with the task's target column becomes ``train-*`` shards (fold from ``kfold``, or -1 without it); one
     without becomes ``test-*`` shards. ``num_shards=None`` sizes shards to at most ~200 MB.
     Existing shards and manifest in ``out_dir`` are replaced. ``workers`` (default and at most 2) encoding
     processes are used from 500 rows on; they are spawned, so a script calling this needs the usual
@@ -60,10 +62,10 @@ def write_tfrecords(
     _check_size(image_size)
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
         raise ValueError(f"quality must be an integer JPEG quality in 1..100, got {quality!r}")
-    rows = frame_columns(folds_df)
+    rows = frame_columns(folds_df, task)
     n = len(rows["id"])
     split = "train" if rows["target"] is not None else "test"
-    paths = [str(image_path(image_dir, i)) for i in rows["id"]]
+    paths = [str(task.image_file(data_dir, split, i)) for i in rows["id"]]
     # Stable: each fold's rows keep the frame's order (see the package docstring).
     order = np.argsort(rows["fold"], kind="stable")
     ordered_paths = [paths[i] for i in order]
@@ -122,18 +124,18 @@ def write_tfrecords(
         "quality": int(quality),
         "chroma_subsampling": "4:4:4",
         "columns": {
-            "id": ID,
-            "metadata": list(META_COLUMNS),
-            "target": TARGET if rows["target"] is not None else None,
+            "id": task.id_column,
+            "metadata": list(task.metadata_columns),
+            "target": task.target_column if rows["target"] is not None else None,
             "fold": FOLD if rows["has_fold"] else None,
         },
         "total": n,
         "folds": _counts(rows["fold"]),
         "shards": shards,
         "source": {
-            "image_dir": str(Path(image_dir).resolve()),
+            "image_dir": str(task.image_file(data_dir, split, "x").parent.resolve()),
             "rows": n,
-            "rows_sha256": rows_fingerprint(folds_df),
+            "rows_sha256": rows_fingerprint(folds_df, task),
         },
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
