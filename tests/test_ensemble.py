@@ -113,9 +113,9 @@ def test_svr_head_is_fitted_on_each_folds_training_part_only(tiny_run, monkeypat
     fitted = []
     original = ensemble._fit_head
 
-    def spy(cfg, model, paths, meta, target, model_path, fingerprint):
-        fitted.append((model_path.parent.name, {Path(p).stem for p in paths}, len(target)))
-        return original(cfg, model, paths, meta, target, model_path, fingerprint)
+    def spy(cfg, model, paths, meta, target, fold, fingerprint):
+        fitted.append((f"fold_{fold}", {Path(p).stem for p in paths}, len(target)))
+        return original(cfg, model, paths, meta, target, fold, fingerprint)
 
     monkeypatch.setattr(ensemble, "_fit_head", spy)
     out = tmp / "submissions" / "svr.csv"

@@ -30,7 +30,7 @@ from lresizervit.kaggle_io.client import KaggleError
 from lresizervit.kaggle_io.download import install_archive
 from lresizervit.kaggle_io.package import default_slug, package_experiment, validate_metadata
 from tests.conftest import copy_experiment
-from tests.facts import META_COLUMNS
+from tests.facts import META_COLUMNS, TASK
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_KEY = "f4k3k3y0123456789abcdef0123456789"
@@ -396,7 +396,7 @@ def test_offline_entry_point_installs_the_wheel_and_writes_a_valid_submission(pa
         assert f"installed {dataset / 'lresizervit-0.1.0-py3-none-any.whl'}" in proc.stdout
         assert list(Path(purelib).glob("lresizervit-0.1.0.dist-info"))
     assert f"competition data: {comp}" in proc.stdout
-    assert validate_file(out, comp / "test.csv") == 5
+    assert validate_file(out, comp / "test.csv", TASK) == 5
     mirror = working / "lresizervit" / "experiments" / "lresizervit-tiny"
     assert (mirror / "fold_0" / "model.keras").is_symlink() and (mirror / "fold_1" / "model.keras").is_file()
     assert [p.name for p in mirror.glob("oof_none.csv") if not p.is_symlink()]  # the cache landed in working

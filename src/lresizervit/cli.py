@@ -198,18 +198,12 @@ def cmd_report(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from lresizervit.inference.ensemble import format_members, run_ensemble
+    from lresizervit.inference.ensemble import default_submission_path, format_members, run_ensemble
     from lresizervit.inference.predict import format_table
 
     cfgs = _prediction_configs(args)
     first = cfgs[0]
-    data_dir = args.data_dir or first.data.dir
-    if args.out:
-        out = args.out
-    else:
-        svr = "+svr" if any(c.predict.svr for c in cfgs) else ""
-        out = Path(first.predict.out_dir) / f"{'+'.join(c.run_dir.name for c in cfgs)}{svr}.csv"
-    summary = run_ensemble(cfgs, data_dir, out)
+    summary = run_ensemble(cfgs, args.data_dir or first.data.dir, args.out or default_submission_path(cfgs))
     if len(summary["members"]) == 1:
         print(format_table(first, summary))
         return

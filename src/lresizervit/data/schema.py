@@ -1,4 +1,4 @@
-"""The competition's file formats: column names, and strict readers that say exactly what is wrong.
+"""The data files of a task (train.csv, test.csv, the folds file): strict readers that say exactly what is wrong.
 
 Every reader raises :class:`SchemaError` naming the file, the data row (1-based) with its CSV line
 (row + 1, since the header is line 1) and the column, so a bad hand-made data set fails before training.

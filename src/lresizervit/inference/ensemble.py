@@ -360,6 +360,12 @@ def blend(members: list[Member]) -> dict:
             "n_oof": len(target)}
 
 
+def default_submission_path(cfgs: list[Config]) -> Path:
+    """`<predict.out_dir of the first>/<exp>[+<exp>...][+svr].csv`: a blend's name says what is in it."""
+    svr = "+svr" if any(c.predict.svr for c in cfgs) else ""
+    return Path(cfgs[0].predict.out_dir) / f"{'+'.join(c.run_dir.name for c in cfgs)}{svr}.csv"
+
+
 def run_ensemble(cfgs: list[Config], data_dir: str | os.PathLike, out_path: str | os.PathLike) -> dict:
     """Predict test.csv with every experiment (and SVR heads), blend with OOF-fitted weights, write the
     checked submission and its summary `<out>.json`; returns the summary."""

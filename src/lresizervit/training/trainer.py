@@ -1,4 +1,4 @@
-"""Train one fold (one process per fold frees accelerator memory between folds) and collect the CV.
+"""Train one fold (one process per fold frees accelerator memory between folds).
 
 Its artefacts, all written atomically, are the experiment folder's (`lresizervit/run.py` names them):
 the model, history, OOF and metrics of the fold, its backup while training, and cv.json once every fold is
