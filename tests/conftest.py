@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.facts import TASK
+
 # Set before TensorFlow or albumentations are imported anywhere in the test session.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,7 +39,7 @@ def tiny_experiment(tmp_path_factory) -> Path:
     tree["predict"].update(out_dir=str(root / "submissions"), batch_size=8, svr_c=4.0, tta="hflip")
     (root / "tiny.yaml").write_text(yaml.safe_dump(tree))
     cfg = load_config(root / "tiny.yaml")
-    write_folds(make_folds(read_table(root / "data" / "train.csv", "train"), 2, 0), cfg.data.folds_csv)
+    write_folds(make_folds(read_table(root / "data" / "train.csv", "train", TASK), 2, 0, TASK), cfg.data.folds_csv, TASK)
     for k in range(2):
         train_fold(cfg, k)
     return root
@@ -50,3 +52,16 @@ def copy_experiment(src: Path, dest: Path) -> Path:
     for path in dest.rglob("*.yaml"):
         path.write_text(path.read_text().replace(str(src), str(dest)))
     return dest / "tiny.yaml"
+
+
+def photo_like(rng, h: int, w: int):
+    """A uint8 [h, w, 3] smooth gradient with a disc: photo-like, so JPEG re-encoding errors stay small."""
+    import numpy as np
+
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    c0, c1 = rng.uniform(30, 220, 3), rng.uniform(30, 220, 3)
+    t = (xx / max(w - 1, 1) + yy / max(h - 1, 1))[..., None] / 2
+    img = c0 * (1 - t) + c1 * t
+    disc = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (min(h, w) / 4) ** 2
+    img[disc] = rng.uniform(0, 255, 3)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)

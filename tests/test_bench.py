@@ -1,4 +1,5 @@
-"""The benchmark's own measurements: FLOP counting, the matmul yardstick, the step and predict benches."""
+"""The benchmark's own measurements: FLOP counting, the matmul yardstick, the worker process, the step and
+predict benches."""
 
 import json
 
@@ -6,13 +7,11 @@ import keras
 import numpy as np
 import pytest
 
-from lresizervit.bench import (
-    bench_predict,
-    graph_flops,
-    measure_matmul_flops,
-    model_flops,
-    parse_variants,
-)
+from lresizervit.bench.flops import graph_flops, model_flops
+from lresizervit.bench.machine import measure_matmul_flops
+from lresizervit.bench.predict import bench_predict
+from lresizervit.bench.runner import run_in_process
+from lresizervit.bench.step import parse_variants
 from lresizervit.cli import main
 
 
@@ -66,6 +65,20 @@ def test_matmul_flops_is_positive_and_in_the_asked_dtype(dtype):
     assert m["flops_per_second"] > 1e6  # even a slow CPU does more than a MFLOP/s
 
 
+
+def test_worker_process_returns_its_result_or_names_its_failure():
+    """Builtins as workers: a real spawned process, none of this package's imports to pay for."""
+    import os
+    import time
+
+    assert run_in_process(len, ("abc",), "len") == 3
+    with pytest.raises(RuntimeError, match=r"^parse failed: ValueError: invalid literal for int\(\)"):
+        run_in_process(int, ("x",), "parse")
+    with pytest.raises(RuntimeError, match=r"^quit gave no result \(exit code 3\); out of memory\?"):
+        run_in_process(os._exit, (3,), "quit")  # dies without a word, as under the OOM killer
+    with pytest.raises(RuntimeError, match=r"^nap gave no result in 2 s; stopped it"):
+        run_in_process(time.sleep, (60,), "nap", timeout_s=2)
+
 def test_parse_variants():
     assert parse_variants("learned@512, none,bilinear@1024", 96) == [("learned", 512), ("none", 96),
                                                                     ("bilinear", 1024)]
@@ -107,7 +120,7 @@ def test_bench_predict_on_a_tiny_two_fold_experiment(tmp_path):
     save_config(cfg, cfg.run_dir / "config.yaml")
     for k in range(2):  # real (untrained) models: their cost, not their accuracy, is measured
         (cfg.run_dir / f"fold_{k}").mkdir(parents=True)
-        build_regressor(cfg.model, 32).save(cfg.run_dir / f"fold_{k}" / "model.keras")
+        build_regressor(cfg.model, 32, cfg.task).save(cfg.run_dir / f"fold_{k}" / "model.keras")
         (cfg.run_dir / f"fold_{k}" / "metrics.json").write_text('{"n_folds": 2}')
     result = bench_predict(cfg, repeats=1, ttas=("hflip",))
     rows = result["variants"]

@@ -11,6 +11,7 @@ from lresizervit.config import ModelConfig
 from lresizervit.data.synth import SynthParams, generate
 from lresizervit.models.regressor import build_regressor, load_model, make_loss
 from lresizervit.models.resizer import ConvAfterResize, LearnableResizer, resize_images
+from tests.facts import TASK
 
 
 def tiny_config(mode: str) -> ModelConfig:
@@ -46,10 +47,10 @@ def test_control_mode_trains_a_step_and_round_trips(tmp_path):
     models = {}
     for mode in ("learned", "conv_after_resize"):
         cfg = tiny_config(mode)
-        models[mode] = build_regressor(cfg, 32)
+        models[mode] = build_regressor(cfg, 32, TASK)
     assert models["conv_after_resize"].count_params() == models["learned"].count_params()
     model, cfg = models["conv_after_resize"], tiny_config("conv_after_resize")
-    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=make_loss(cfg))
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=make_loss(cfg, TASK))
     rng = np.random.default_rng(1)
     x = {"image": rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8),
          "metadata": rng.integers(0, 2, (4, 12)).astype("float32")}

@@ -117,7 +117,7 @@ def test_undecodable_image_is_one_error_line_naming_the_file(tmp_path, capsys):
 
     c = load_config(cfg)
     save_config(c, models / "config.yaml")
-    build_regressor(c.model, 32).save(models / "fold_0" / "model.keras")
+    build_regressor(c.model, 32, c.task).save(models / "fold_0" / "model.keras")
     (models / "fold_0" / "metrics.json").write_text('{"n_folds": 1}')
     assert main(["predict", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.facts import TASK
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +78,7 @@ def test_ema_weights_are_validated_saved_and_resumed(tmp_path):
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump(tree))
     cfg = load_config(cfg_path)
-    write_folds(make_folds(read_table(tmp_path / "data" / "train.csv", "train"), 2, 0), cfg.data.folds_csv)
+    write_folds(make_folds(read_table(tmp_path / "data" / "train.csv", "train", TASK), 2, 0, TASK), cfg.data.folds_csv, TASK)
     fold = tmp_path / "models" / "tiny" / "fold_0"
 
     first = Recorder()

@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 
 from lresizervit.cli import main
-from lresizervit.data.schema import FOLD, ID, TARGET
 from lresizervit.inference import ensemble
 from lresizervit.inference.ensemble import (
     Member,
@@ -26,6 +25,7 @@ from lresizervit.inference.ensemble import (
     out_of_fold_blend,
 )
 from tests.conftest import copy_experiment
+from tests.facts import FOLD, ID, TARGET, TASK
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def test_blend_weights_recover_a_known_mixture():
     target = 0.7 * a + 0.3 * b
     w = fit_blend_weights(np.column_stack([a, b, junk]), target)
     np.testing.assert_allclose(w, [0.7, 0.3, 0.0], atol=1e-4)
-    assert nested_blend_rmse(np.column_stack([a, b, junk]), target, np.arange(2000) % 5) < 1e-2
+    assert nested_blend_rmse(np.column_stack([a, b, junk]), target, np.arange(2000) % 5, TASK) < 1e-2
 
 
 def test_blend_weights_are_non_negative_and_sum_to_one():
@@ -62,13 +62,13 @@ def test_out_of_fold_blend_never_uses_the_held_out_folds_targets():
     target = rng.uniform(1, 100, 300)
     preds = np.column_stack([target + rng.normal(0, s, 300) for s in (8, 10, 12)])
     folds = np.arange(300) % 3
-    before = out_of_fold_blend(preds, target, folds)
+    before = out_of_fold_blend(preds, target, folds, TASK)
     changed = target.copy()
     changed[folds == 0] = 50.0  # fold 0's labels: they may move folds 1 and 2's weights, never fold 0's
-    after = out_of_fold_blend(preds, changed, folds)
+    after = out_of_fold_blend(preds, changed, folds, TASK)
     np.testing.assert_array_equal(after[folds == 0], before[folds == 0])
     assert not np.allclose(after[folds == 1], before[folds == 1])
-    assert nested_blend_rmse(preds, target, folds) == pytest.approx(ensemble.rmse(target, before))
+    assert nested_blend_rmse(preds, target, folds, TASK) == pytest.approx(ensemble.rmse(target, before))
 
 
 def _oof(ids, target, pred, folds):
@@ -78,21 +78,21 @@ def _oof(ids, target, pred, folds):
 def test_blend_aligns_members_by_id_and_refuses_other_rows():
     ids = [f"id{i}" for i in range(6)]
     target = np.array([10, 20, 30, 40, 50, 60.0])
-    a = Member("a", "a", "network", "hflip", _oof(ids, target, target, [0, 1] * 3))
+    a = Member("a", "a", "network", "hflip", TASK, _oof(ids, target, target, [0, 1] * 3))
     # The same predictions in another row order: aligned by Id, so b is as perfect as a.
     order = [5, 3, 1, 0, 2, 4]
     folds = [0, 1, 0, 1, 0, 1]
-    b = Member("b", "b", "network", "hflip", _oof([ids[i] for i in order], target[order], target[order],
+    b = Member("b", "b", "network", "hflip", TASK, _oof([ids[i] for i in order], target[order], target[order],
                                                   [folds[i] for i in order]))
     out = blend([a, b])
     assert out["cv_rmse"] == pytest.approx(0.0, abs=1e-6) and out["weights"].sum() == pytest.approx(1.0)
-    c = Member("c", "c", "network", "hflip", _oof(ids[:5], target[:5], target[:5], [0, 1, 0, 1, 0]))
+    c = Member("c", "c", "network", "hflip", TASK, _oof(ids[:5], target[:5], target[:5], [0, 1, 0, 1, 0]))
     with pytest.raises(ValueError, match="experiments a and c have OOF predictions for different training rows"):
         blend([a, c])
-    d = Member("d", "d", "network", "hflip", _oof(ids, target + 1, target, [0, 1] * 3))
+    d = Member("d", "d", "network", "hflip", TASK, _oof(ids, target + 1, target, [0, 1] * 3))
     with pytest.raises(ValueError, match="d: its OOF targets differ"):
         blend([a, d])
-    e = Member("e", "e", "network", "hflip", None)
+    e = Member("e", "e", "network", "hflip", TASK, None)
     with pytest.raises(ValueError, match="e: no oof.csv"):
         blend([a, e])
 
@@ -113,9 +113,9 @@ def test_svr_head_is_fitted_on_each_folds_training_part_only(tiny_run, monkeypat
     fitted = []
     original = ensemble._fit_head
 
-    def spy(cfg, model, paths, meta, target, model_path, fingerprint):
-        fitted.append((model_path.parent.name, {Path(p).stem for p in paths}, len(target)))
-        return original(cfg, model, paths, meta, target, model_path, fingerprint)
+    def spy(cfg, model, paths, meta, target, fold, fingerprint):
+        fitted.append((f"fold_{fold}", {Path(p).stem for p in paths}, len(target)))
+        return original(cfg, model, paths, meta, target, fold, fingerprint)
 
     monkeypatch.setattr(ensemble, "_fit_head", spy)
     out = tmp / "submissions" / "svr.csv"

@@ -11,7 +11,8 @@ import pytest
 from sklearn.model_selection import KFold
 
 from lresizervit.data.folds import make_folds, read_folds, sturges_bins, write_folds
-from lresizervit.data.schema import FOLD, FOLD_COLUMNS, ID, META_COLUMNS, TARGET, SchemaError
+from lresizervit.data.schema import SchemaError
+from tests.facts import FOLD, FOLD_COLUMNS, ID, META_COLUMNS, TARGET, TASK
 
 
 def _train_frame(n: int, seed: int = 0) -> pd.DataFrame:
@@ -34,16 +35,16 @@ def test_sturges_bins() -> None:
 
 def test_deterministic_per_seed() -> None:
     df = _train_frame(200)
-    a = make_folds(df, 5, seed=42)[FOLD]
-    b = make_folds(df, 5, seed=42)[FOLD]
-    c = make_folds(df, 5, seed=7)[FOLD]
+    a = make_folds(df, 5, seed=42, task=TASK)[FOLD]
+    b = make_folds(df, 5, seed=42, task=TASK)[FOLD]
+    c = make_folds(df, 5, seed=7, task=TASK)[FOLD]
     assert a.tolist() == b.tolist()
     assert a.tolist() != c.tolist()
 
 
 def test_copy_keeps_rows_and_adds_int_kfold() -> None:
     df = _train_frame(50)
-    out = make_folds(df, 5, seed=0)
+    out = make_folds(df, 5, seed=0, task=TASK)
     assert FOLD not in df.columns
     assert list(out.columns) == list(FOLD_COLUMNS)
     assert out[FOLD].dtype == np.int64
@@ -52,7 +53,7 @@ def test_copy_keeps_rows_and_adds_int_kfold() -> None:
 
 @pytest.mark.parametrize(("n", "k"), [(1000, 5), (1003, 10), (37, 4)])
 def test_fold_sizes_within_one_of_n_over_k(n: int, k: int) -> None:
-    counts = make_folds(_train_frame(n), k, seed=0)[FOLD].value_counts()
+    counts = make_folds(_train_frame(n), k, seed=0, task=TASK)[FOLD].value_counts()
     assert sorted(counts.index) == list(range(k))
     assert (abs(counts - n / k) <= 1).all()
 
@@ -60,7 +61,7 @@ def test_fold_sizes_within_one_of_n_over_k(n: int, k: int) -> None:
 def test_stratified_fold_means_are_tighter_than_plain_kfold() -> None:
     df = _train_frame(1000)
     overall = df[TARGET].mean()
-    strat = make_folds(df, 5, seed=0)
+    strat = make_folds(df, 5, seed=0, task=TASK)
     strat_dev = (strat.groupby(FOLD)[TARGET].mean() - overall).abs().max()
 
     plain_devs = []
@@ -77,21 +78,21 @@ def test_tiny_data_set_splits_without_warnings() -> None:
     df = _train_frame(12)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out = make_folds(df, 4, seed=0)
+        out = make_folds(df, 4, seed=0, task=TASK)
     assert sorted(out[FOLD].value_counts().tolist()) == [3, 3, 3, 3]
 
 
 @pytest.mark.parametrize("k", [1, 0, 13])
 def test_bad_fold_count(k: int) -> None:
     with pytest.raises(ValueError, match="n_folds"):
-        make_folds(_train_frame(12), k, seed=0)
+        make_folds(_train_frame(12), k, seed=0, task=TASK)
 
 
 def test_write_then_read_gives_k_from_the_file(tmp_path: Path) -> None:
-    df = make_folds(_train_frame(60), 7, seed=1)
+    df = make_folds(_train_frame(60), 7, seed=1, task=TASK)
     out = tmp_path / "folds" / "nested" / "train_folds.csv"
-    assert write_folds(df, out) == out
-    back, k = read_folds(out)
+    assert write_folds(df, out, TASK) == out
+    back, k = read_folds(out, TASK)
     assert k == 7
     pd.testing.assert_frame_equal(back, df, check_dtype=False)
     assert back[ID][0] == "0" * 32
@@ -100,7 +101,7 @@ def test_write_then_read_gives_k_from_the_file(tmp_path: Path) -> None:
 
 def test_write_replaces_and_cleans_up_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "train_folds.csv"
-    write_folds(make_folds(_train_frame(20), 2, seed=0), out)
+    write_folds(make_folds(_train_frame(20), 2, seed=0, task=TASK), out, TASK)
     before = out.read_text()
 
     def boom(*args: object, **kwargs: object) -> None:
@@ -108,59 +109,59 @@ def test_write_replaces_and_cleans_up_on_failure(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr("lresizervit.data.folds.os.replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        write_folds(make_folds(_train_frame(20), 4, seed=0), out)
+        write_folds(make_folds(_train_frame(20), 4, seed=0, task=TASK), out, TASK)
     assert out.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["train_folds.csv"]
 
 
 def test_write_rejects_wrong_columns(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="kfold"):
-        write_folds(_train_frame(10), tmp_path / "f.csv")
+        write_folds(_train_frame(10), tmp_path / "f.csv", TASK)
 
 
 def test_read_rejects_non_contiguous_folds(tmp_path: Path) -> None:
-    df = make_folds(_train_frame(30), 3, seed=0)
+    df = make_folds(_train_frame(30), 3, seed=0, task=TASK)
     df[FOLD] = df[FOLD].replace({1: 4})
     path = tmp_path / "train_folds.csv"
     df.to_csv(path, index=False)
     with pytest.raises(SchemaError) as info:
-        read_folds(path)
+        read_folds(path, TASK)
     msg = str(info.value)
     assert "train_folds.csv" in msg and "'kfold'" in msg and "0..K-1" in msg
     assert "folds 1, 3 of 0..4 are empty" in msg
 
 
 def test_read_rejects_a_single_fold(tmp_path: Path) -> None:
-    df = make_folds(_train_frame(30), 3, seed=0)
+    df = make_folds(_train_frame(30), 3, seed=0, task=TASK)
     df[FOLD] = 0
     path = tmp_path / "train_folds.csv"
     df.to_csv(path, index=False)
     with pytest.raises(SchemaError, match="at least 2 folds"):
-        read_folds(path)
+        read_folds(path, TASK)
 
 
 def test_read_rejects_missing_kfold_column(tmp_path: Path) -> None:
     path = tmp_path / "train_folds.csv"
     _train_frame(10).to_csv(path, index=False)
     with pytest.raises(SchemaError, match=r"train_folds\.csv: missing column 'kfold'"):
-        read_folds(path)
+        read_folds(path, TASK)
 
 
 @pytest.mark.parametrize(("value", "words"), [(-1, "integer >= 0"), (1.5, "not an integer"), ("", "missing")])
 def test_read_rejects_bad_kfold_values(tmp_path: Path, value: object, words: str) -> None:
-    df = make_folds(_train_frame(10), 2, seed=0).astype({FOLD: object})
+    df = make_folds(_train_frame(10), 2, seed=0, task=TASK).astype({FOLD: object})
     df.loc[6, FOLD] = value
     path = tmp_path / "train_folds.csv"
     df.to_csv(path, index=False)
     with pytest.raises(SchemaError) as info:
-        read_folds(path)
+        read_folds(path, TASK)
     assert "row 7 (line 8), column 'kfold'" in str(info.value) and words in str(info.value)
 
 
 def test_read_validates_train_columns_too(tmp_path: Path) -> None:
-    df = make_folds(_train_frame(10), 2, seed=0)
+    df = make_folds(_train_frame(10), 2, seed=0, task=TASK)
     df.loc[1, TARGET] = 0
     path = tmp_path / "train_folds.csv"
     df.to_csv(path, index=False)
     with pytest.raises(SchemaError, match=r"row 2 \(line 3\), column 'Pawpularity'"):
-        read_folds(path)
+        read_folds(path, TASK)

@@ -23,11 +23,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lresizervit import kaggle_io
+import lresizervit
 from lresizervit.cli import main
-from lresizervit.data.schema import META_COLUMNS
 from lresizervit.inference.submission import validate_file
+from lresizervit.kaggle_io.client import KaggleError
+from lresizervit.kaggle_io.download import install_archive
+from lresizervit.kaggle_io.package import default_slug, package_experiment, validate_metadata
 from tests.conftest import copy_experiment
+from tests.facts import META_COLUMNS, TASK
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_KEY = "f4k3k3y0123456789abcdef0123456789"
@@ -196,14 +199,14 @@ def test_install_archive_unzips_atomically(tmp_path):
         zf.writestr("../escape.txt", "no")  # a hostile member name stays inside
     final = tmp_path / "input" / "comp"
     final.parent.mkdir()
-    assert kaggle_io.install_archive(good, final) == ["escape.txt", "test", "test.csv"]
+    assert install_archive(good, final) == ["escape.txt", "test", "test.csv"]
     assert (final / "test" / "a.jpg").read_bytes() == b"\xff\xd8"
     assert not (tmp_path / "input" / "escape.txt").exists()
 
     bad = tmp_path / "bad.zip"
     bad.write_bytes(good.read_bytes()[:40])  # truncated: no central directory
-    with pytest.raises(kaggle_io.KaggleError, match="bad.zip: not a zip file"):
-        kaggle_io.install_archive(bad, final)
+    with pytest.raises(KaggleError, match="bad.zip: not a zip file"):
+        install_archive(bad, final)
     assert (final / "test.csv").read_text() == "Id\n"  # the previous folder is untouched
     assert sorted(p.name for p in final.parent.iterdir()) == ["comp"]  # no temp folder left
 
@@ -224,18 +227,18 @@ def kaggle_home(tmp_path, monkeypatch):
 def test_metadata_is_checked_with_the_clients_reader(tmp_path, kaggle_home):
     meta = {"title": "LResizerViT demo", "id": "alice/lresizervit-demo", "licenses": [{"name": "CC0-1.0"}]}
     (tmp_path / "dataset-metadata.json").write_text(json.dumps(meta))
-    assert kaggle_io.validate_metadata(tmp_path)["id"] == "alice/lresizervit-demo"
+    assert validate_metadata(tmp_path)["id"] == "alice/lresizervit-demo"
     for change, message in [({"title": "short"}, "title 'short' must be between 6 and 50"),
                             ({"id": "alice/Bad_Slug"}, "Invalid slug: Bad_Slug"),
                             ({"id": "lresizervit-demo"}, "form of '{username}/{dataset-slug}'"),
                             ({"licenses": []}, "exactly one license")]:
         (tmp_path / "dataset-metadata.json").write_text(json.dumps({**meta, **change}))
-        with pytest.raises(kaggle_io.KaggleError, match=message) as info:
-            kaggle_io.validate_metadata(tmp_path)
+        with pytest.raises(KaggleError, match=message) as info:
+            validate_metadata(tmp_path)
         assert str(tmp_path / "dataset-metadata.json") in str(info.value)
     (tmp_path / "dataset-metadata.json").unlink()
-    with pytest.raises(kaggle_io.KaggleError, match="Metadata file not found"):
-        kaggle_io.validate_metadata(tmp_path)
+    with pytest.raises(KaggleError, match="Metadata file not found"):
+        validate_metadata(tmp_path)
 
 
 def test_package_refuses_an_incomplete_experiment(tmp_path):
@@ -246,17 +249,17 @@ def test_package_refuses_an_incomplete_experiment(tmp_path):
     (run_dir / "fold_1").mkdir()
     (run_dir / "fold_1" / "metrics.json").write_text(json.dumps({"fold": 1, "n_folds": 3}))
     with pytest.raises(FileNotFoundError, match=r"folds \[0, 1, 2\] of 3 are not trained"):
-        kaggle_io.package_experiment(run_dir, dataset="alice/lresizervit-half")
+        package_experiment(run_dir, dataset="alice/lresizervit-half")
     assert not (run_dir / "dataset-metadata.json").exists() and not list(run_dir.glob("*.whl"))
     with pytest.raises(FileNotFoundError, match="not an experiment folder"):
-        kaggle_io.package_experiment(tmp_path)
-    with pytest.raises(kaggle_io.KaggleError, match="'alice/slug/7': a dataset id is USER/SLUG"):
-        kaggle_io.package_experiment(run_dir, dataset="alice/slug/7")
+        package_experiment(tmp_path)
+    with pytest.raises(KaggleError, match="'alice/slug/7': a dataset id is USER/SLUG"):
+        package_experiment(run_dir, dataset="alice/slug/7")
 
 
 def test_default_slug_is_a_valid_kaggle_slug():
-    assert kaggle_io.default_slug("vit_b16 learned@512") == "lresizervit-vit-b16-learned-512"
-    assert len(kaggle_io.default_slug("x" * 80)) == 50
+    assert default_slug("vit_b16 learned@512") == "lresizervit-vit-b16-learned-512"
+    assert len(default_slug("x" * 80)) == 50
 
 
 # --- the offline entry point, fast refusals -----------------------------------------------------------
@@ -334,7 +337,8 @@ def test_package_writes_metadata_the_client_accepts_and_a_wheel(packaged, tmp_pa
     assert [w.name for w in wheels] == ["lresizervit-0.1.0-py3-none-any.whl"]
     with zipfile.ZipFile(wheels[0]) as zf:
         names = set(zf.namelist())
-        assert {"lresizervit/cli.py", "lresizervit/kaggle_io.py", "lresizervit/models/resizer.py"} <= names
+        assert {"lresizervit/cli.py", "lresizervit/kaggle_io/package.py", "lresizervit/net.py",
+                "lresizervit/models/resizer.py"} <= names
         assert "Name: lresizervit" in zf.read("lresizervit-0.1.0.dist-info/METADATA").decode()
     assert (run_dir / "inference.py").read_bytes() == (ROOT / "kaggle" / "inference.py").read_bytes()
 
@@ -372,7 +376,7 @@ def test_offline_entry_point_installs_the_wheel_and_writes_a_valid_submission(pa
     # A Python that has TensorFlow & co. but not lresizervit: a venv reading this env's site-packages
     # through a .pth line (which does not run that folder's own .pth files, so no editable install).
     site_dir = Path(importlib.util.find_spec("tensorflow").origin).parents[1]
-    editable = not str(Path(kaggle_io.__file__).resolve()).startswith(str(site_dir.resolve()))
+    editable = not str(Path(lresizervit.__file__).resolve()).startswith(str(site_dir.resolve()))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
@@ -392,7 +396,7 @@ def test_offline_entry_point_installs_the_wheel_and_writes_a_valid_submission(pa
         assert f"installed {dataset / 'lresizervit-0.1.0-py3-none-any.whl'}" in proc.stdout
         assert list(Path(purelib).glob("lresizervit-0.1.0.dist-info"))
     assert f"competition data: {comp}" in proc.stdout
-    assert validate_file(out, comp / "test.csv") == 5
+    assert validate_file(out, comp / "test.csv", TASK) == 5
     mirror = working / "lresizervit" / "experiments" / "lresizervit-tiny"
     assert (mirror / "fold_0" / "model.keras").is_symlink() and (mirror / "fold_1" / "model.keras").is_file()
     assert [p.name for p in mirror.glob("oof_none.csv") if not p.is_symlink()]  # the cache landed in working

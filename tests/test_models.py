@@ -10,7 +10,7 @@ import pytest
 from lresizervit.config import ModelConfig
 from lresizervit.models.regressor import (
     BranchDropout,
-    PawpularityBCE,
+    RangeBCE,
     build_regressor,
     embedding_model,
     load_model,
@@ -18,6 +18,7 @@ from lresizervit.models.regressor import (
 )
 from lresizervit.models.resizer import FixedResize, LearnableResizer, expected_resizer_params
 from lresizervit.models.vit import VIT_VARIANTS, build_vit
+from tests.facts import TASK
 
 
 def tiny_model_config(mode="learned", loss="bce", fusion="concat") -> ModelConfig:
@@ -129,7 +130,7 @@ def test_unknown_backbone():
     cfg = tiny_model_config()
     cfg.backbone.name = "vit_h14"
     with pytest.raises(ValueError, match="vit_h14"):
-        build_regressor(cfg, 32)
+        build_regressor(cfg, 32, TASK)
 
 
 # All pairs: every (mode, loss), (mode, fusion) and (loss, fusion) combination appears in one of these six
@@ -151,8 +152,8 @@ def test_every_mode_trains_a_step_and_round_trips(tmp_path, mode, loss, fusion):
     keras.utils.set_random_seed(0)
     cfg = tiny_model_config(mode, loss, fusion)
     cfg.metadata_dropout = 0.5
-    model = build_regressor(cfg, 32)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=make_loss(cfg),
+    model = build_regressor(cfg, 32, TASK)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=make_loss(cfg, TASK),
                   metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])
     x = batch(8)
     y = np.linspace(1, 100, 8).astype("float32")
@@ -175,7 +176,7 @@ def test_metadata_is_ignored_without_fusion_and_used_with_it():
     x = batch(4)
     other = {**x, "metadata": 1.0 - x["metadata"]}
     for fusion, same in (("none", True), ("concat", False)):
-        model = build_regressor(tiny_model_config(fusion=fusion), 32)
+        model = build_regressor(tiny_model_config(fusion=fusion), 32, TASK)
         a, b = model.predict(x, verbose=0), model.predict(other, verbose=0)
         assert np.allclose(a, b) == same
 
@@ -191,10 +192,10 @@ def test_branch_dropout_zeroes_whole_samples_only_in_training():
 
 def test_label_smoothing_changes_the_bce_target():
     y, p = np.array([[100.0]], "float32"), np.array([[99.0]], "float32")
-    plain = float(PawpularityBCE(0.0)(y, p))
-    smooth = float(PawpularityBCE(0.2)(y, p))
+    plain = float(RangeBCE(1, 100, 0.0)(y, p))
+    smooth = float(RangeBCE(1, 100, 0.2)(y, p))
     assert smooth > plain  # the smoothed target is 0.9, farther from 0.99 than 1.0 is
-    assert PawpularityBCE.from_config(PawpularityBCE(0.2).get_config()).label_smoothing == 0.2
+    assert RangeBCE.from_config(RangeBCE(1, 100, 0.2).get_config()).label_smoothing == 0.2
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
@@ -203,10 +204,10 @@ def test_mixed_precision_keeps_head_and_loss_float32(policy):
     keras.mixed_precision.set_global_policy(policy)
     try:
         cfg = tiny_model_config()
-        model = build_regressor(cfg, 32)
+        model = build_regressor(cfg, 32, TASK)
         assert model.get_layer("resizer").compute_dtype == policy.split("_")[1]
         assert model.get_layer("head_out").compute_dtype == "float32"
-        model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=make_loss(cfg))
+        model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=make_loss(cfg, TASK))
         x = batch(8)
         y = np.linspace(1, 100, 8).astype("float32")
         logs = model.fit(x, y, epochs=2, batch_size=4, verbose=0).history
@@ -241,16 +242,16 @@ def test_regressor_rejects_target_not_divisible_by_patch():
     cfg = tiny_model_config()
     cfg.resizer.target_size = 18
     with pytest.raises(ValueError, match="model.resizer.target_size 18 is not divisible by the patch size 4"):
-        build_regressor(cfg, 32)
+        build_regressor(cfg, 32, TASK)
     cfg.resizer.mode = "none"
     with pytest.raises(ValueError, match="data.image_size 30 is not divisible by the patch size 4"):
-        build_regressor(cfg, 30)
+        build_regressor(cfg, 30, TASK)
 
 
 def test_save_and_reload_in_a_new_process(tmp_path):
     """The saved model reloads with nothing but this package, in a fresh interpreter, same predictions."""
     keras.utils.set_random_seed(1)
-    model = build_regressor(tiny_model_config(), 32)
+    model = build_regressor(tiny_model_config(), 32, TASK)
     path = tmp_path / "model.keras"
     model.save(path)
     x = batch(4, seed=3)

@@ -17,11 +17,11 @@ from PIL import Image
 
 from lresizervit.config import Config, load_config
 from lresizervit.data.folds import make_folds, write_folds
-from lresizervit.data.schema import FOLD, ID, META_COLUMNS, TARGET
 from lresizervit.io_utils import atomic_write_csv, atomic_write_json
 from lresizervit.report import FIGURES, residual_bins, write_report
-from lresizervit.training.trainer import fold_dir, write_cv
+from lresizervit.run import fold_dir, write_cv
 from tests.conftest import copy_experiment
+from tests.facts import FOLD, ID, META_COLUMNS, TARGET, TASK
 
 ROOT = Path(__file__).resolve().parents[1]
 ALWAYS = ("learning_curves", "oof_scatter", "residual_by_bin")
@@ -55,8 +55,8 @@ def fake_run(tmp: Path, *extra: str, n: int = 40, epochs: int = 3, n_folds: int 
     for col in META_COLUMNS:
         train[col] = rng.integers(0, 2, n)
     train[TARGET] = rng.integers(1, 101, n)
-    folds = make_folds(train, n_folds, 0)
-    write_folds(folds, cfg.data.folds_csv)
+    folds = make_folds(train, n_folds, 0, TASK)
+    write_folds(folds, cfg.data.folds_csv, TASK)
     for k in range(n_folds):
         out = fold_dir(cfg.run_dir, k)
         val = folds[folds[FOLD] == k]
@@ -120,7 +120,7 @@ def test_missing_cv_is_an_error_naming_the_file(tmp_path):
 
 def test_residual_bins():
     oof = pd.DataFrame({TARGET: [1, 10, 11, 55, 100], "pred": [21.0, 20.0, 21.0, 50.0, 60.0]})
-    bins = residual_bins(oof)
+    bins = residual_bins(oof, TASK)
     assert bins["bin"].tolist()[:2] == ["1–10", "11–20"] and bins["bin"].iloc[-1] == "91–100"
     assert bins["n"].tolist() == [2, 1, 0, 0, 0, 1, 0, 0, 0, 1]
     assert bins["mean_residual"].iloc[0] == pytest.approx(15.0)
@@ -131,7 +131,7 @@ def test_residual_bins():
 
 @pytest.mark.slow
 def test_report_of_a_real_tiny_run(tiny_experiment, tmp_path):
-    from lresizervit.training.trainer import load_run_config
+    from lresizervit.run import load_run_config
 
     cfg = load_config(copy_experiment(tiny_experiment, tmp_path / "run"))
     assert load_run_config(cfg.run_dir).name == "tiny"  # the trainer's own artefacts, copied

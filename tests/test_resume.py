@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from lresizervit.training.trainer import backup_epoch
+from tests.facts import TASK
 from tests.test_end_to_end import ROOT, run, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -36,9 +37,9 @@ def tiny_experiment(tmp_path: Path, n_train: int, seed: int, train: dict, resize
     cfg["model"]["resizer"]["mode"] = resizer_mode
     cfg_path.write_text(yaml.safe_dump(cfg))
     loaded = load_config(cfg_path)
-    folds = make_folds(read_table(tmp_path / "data" / "train.csv", "train"), loaded.data.n_folds,
-                       loaded.data.fold_seed)
-    write_folds(folds, loaded.data.folds_csv)
+    folds = make_folds(read_table(tmp_path / "data" / "train.csv", "train", TASK), loaded.data.n_folds,
+                       loaded.data.fold_seed, TASK)
+    write_folds(folds, loaded.data.folds_csv, TASK)
     return cfg_path
 
 

@@ -8,17 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lresizervit.data.schema import (
-    ID,
-    META_COLUMNS,
-    TARGET,
-    TEST_COLUMNS,
-    TRAIN_COLUMNS,
-    SchemaError,
-    check_images,
-    read_table,
-    validate_dataset,
-)
+from lresizervit.data.schema import SchemaError, check_images, read_table, validate_dataset
+from tests.facts import ID, META_COLUMNS, TARGET, TASK, TEST_COLUMNS, TRAIN_COLUMNS
 
 
 def _ids(n: int) -> list[str]:
@@ -43,19 +34,19 @@ def _write(tmp_path: Path, df: pd.DataFrame, name: str = "train.csv") -> Path:
 
 def _error(path: Path, kind: str = "train") -> str:
     with pytest.raises(SchemaError) as info:
-        read_table(path, kind)
+        read_table(path, kind, TASK)
     return str(info.value)
 
 
 def test_valid_train_and_test_read_back_typed(tmp_path: Path) -> None:
     df = _train_frame()
-    train = read_table(_write(tmp_path, df), "train")
+    train = read_table(_write(tmp_path, df), "train", TASK)
     assert tuple(train.columns) == TRAIN_COLUMNS
     assert train[ID].tolist() == df[ID].tolist()  # "000...0" kept verbatim
     assert all(train[c].dtype == np.int64 for c in TRAIN_COLUMNS[1:])
     assert train[TARGET].tolist() == df[TARGET].tolist()
 
-    test = read_table(_write(tmp_path, df.drop(columns=TARGET), "test.csv"), "test")
+    test = read_table(_write(tmp_path, df.drop(columns=TARGET), "test.csv"), "test", TASK)
     assert tuple(test.columns) == TEST_COLUMNS
 
 
@@ -63,14 +54,14 @@ def test_float_integers_are_accepted(tmp_path: Path) -> None:
     df = _train_frame()
     df[TARGET] = df[TARGET].astype(float)
     df["Eyes"] = df["Eyes"].astype(float)
-    train = read_table(_write(tmp_path, df), "train")
+    train = read_table(_write(tmp_path, df), "train", TASK)
     assert train[TARGET].dtype == np.int64 and train["Eyes"].dtype == np.int64
 
 
 def test_trailing_blank_lines_are_ignored(tmp_path: Path) -> None:
     path = _write(tmp_path, _train_frame())
     path.write_text(path.read_text() + "\n\n")
-    assert len(read_table(path, "train")) == 6
+    assert len(read_table(path, "train", TASK)) == 6
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -147,7 +138,7 @@ def test_empty_id(tmp_path: Path) -> None:
 def test_non_hex_id_is_allowed(tmp_path: Path) -> None:
     df = _train_frame()
     df.loc[0, ID] = "My_Cat-01"
-    assert read_table(_write(tmp_path, df), "train")[ID][0] == "My_Cat-01"
+    assert read_table(_write(tmp_path, df), "train", TASK)[ID][0] == "My_Cat-01"
 
 
 def test_metadata_value_two(tmp_path: Path) -> None:
@@ -207,7 +198,7 @@ def _write_images(folder: Path, ids: list[str]) -> None:
 def test_check_images_returns_paths_in_row_order(tmp_path: Path) -> None:
     df = _train_frame()
     _write_images(tmp_path / "train", df[ID].tolist())
-    paths = check_images(df, tmp_path / "train", "train.csv")
+    paths = check_images(df, tmp_path, "train", "train.csv", TASK)
     assert paths == [str(tmp_path / "train" / f"{i}.jpg") for i in df[ID]]
 
 
@@ -217,7 +208,7 @@ def test_check_images_missing_and_empty(tmp_path: Path) -> None:
     (tmp_path / "train" / f"{df[ID][2]}.jpg").unlink()
     (tmp_path / "train" / f"{df[ID][4]}.jpg").write_bytes(b"")
     with pytest.raises(SchemaError) as info:
-        check_images(df, tmp_path / "train", tmp_path / "train.csv")
+        check_images(df, tmp_path, "train", tmp_path / "train.csv", TASK)
     msg = str(info.value)
     assert "train.csv" in msg and "2 problems" in msg
     assert f"row 3 (line 4), Id '{df[ID][2]}'" in msg and "not found" in msg
@@ -227,7 +218,7 @@ def test_check_images_missing_and_empty(tmp_path: Path) -> None:
 
 def test_check_images_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="image directory .* not found"):
-        check_images(_train_frame(), tmp_path / "nope", "train.csv")
+        check_images(_train_frame(), tmp_path / "nope", "train", "train.csv", TASK)
 
 
 def test_validate_dataset(tmp_path: Path) -> None:
@@ -239,7 +230,7 @@ def test_validate_dataset(tmp_path: Path) -> None:
     _write_images(tmp_path / "train", train[ID].tolist())
     _write_images(tmp_path / "test", test[ID].tolist()[:2])
     with pytest.raises(SchemaError, match=r"test\.csv.*row 3 \(line 4\), Id 't2'"):
-        validate_dataset(tmp_path)
+        validate_dataset(tmp_path, TASK)
     _write_images(tmp_path / "test", ["t2"])
-    got_train, got_test = validate_dataset(tmp_path)
+    got_train, got_test = validate_dataset(tmp_path, TASK)
     assert len(got_train) == 6 and len(got_test) == 3

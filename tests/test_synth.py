@@ -7,13 +7,14 @@ from PIL import Image
 
 from lresizervit.data.schema import validate_dataset
 from lresizervit.data.synth import SynthParams, generate, render_image
+from tests.facts import TASK
 
 SMALL = SynthParams(seed=3, min_side=64, max_side=96, max_long_side=128)
 
 
 def test_layout_schema_and_determinism(tmp_path):
     info = generate(tmp_path / "a", 40, 8, SMALL, workers=1)
-    train, test = validate_dataset(tmp_path / "a")  # the real schema checks, images included
+    train, test = validate_dataset(tmp_path / "a", TASK)  # the real schema checks, images included
     assert len(train) == 40 and len(test) == 8
     assert train["Id"].str.fullmatch(r"[0-9a-f]{32}").all()
     sample = pd.read_csv(tmp_path / "a" / "sample_submission.csv", dtype={"Id": str})

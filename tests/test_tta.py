@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from lresizervit.models.tta import predict_models, tta_views
+from tests.facts import TASK
 
 
 def test_hflip_view_flips_the_width_axis_only():
@@ -33,11 +34,11 @@ def test_predict_models_averages_models_and_views_and_clips():
     ds = tf.data.Dataset.from_tensor_slices(({"image": img, "metadata": np.zeros((5, 12), "float32")},
                                              np.zeros(5, "float32"))).batch(2)
     model = _LeftMinusRight(name="left_minus_right")
-    np.testing.assert_allclose(predict_models([model], ds, "none"), np.full(5, 90.0))
-    np.testing.assert_allclose(predict_models([model], ds, "hflip"), np.full(5, 50.0))  # (90 + 10) / 2
+    np.testing.assert_allclose(predict_models([model], ds, "none", TASK), np.full(5, 90.0))
+    np.testing.assert_allclose(predict_models([model], ds, "hflip", TASK), np.full(5, 50.0))  # (90 + 10) / 2
     img[:, :, :2] = 200  # 50 + 200 = 250 plain, -150 flipped: each view is averaged, then clipped
     ds2 = tf.data.Dataset.from_tensor_slices({"image": img, "metadata": np.zeros((5, 12), "float32")}).batch(3)
-    np.testing.assert_allclose(predict_models([model, model], ds2, "none"), np.full(5, 100.0))
+    np.testing.assert_allclose(predict_models([model, model], ds2, "none", TASK), np.full(5, 100.0))
 
 
 def test_flip_zoom_adds_a_centre_zoom_and_its_mirror():

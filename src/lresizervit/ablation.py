@@ -26,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lresizervit.bench import machine_description
+from lresizervit.bench.machine import machine_description
 from lresizervit.config import Config
 from lresizervit.data.decode import load_image
 from lresizervit.data.synth import SynthParams, generate, render_image
+from lresizervit.run import CV_FILE, read_cv, read_metrics
 
 MODES = ("learned", "conv_after_resize", "bilinear")
 ALL_MODES = (*MODES, "none")
@@ -78,12 +79,11 @@ def run_ablation(config: str, cfg: Config, sets: tuple[str, ...] = (), modes: tu
         name = f"{cfg.name}_{mode}"
         seconds = _train_mode(config, mode, name, sets, repo)
         run_dir = repo / cfg.output_dir / name  # an absolute output_dir stays itself
-        cv_path = run_dir / "cv.json"
-        if not cv_path.is_file():
-            raise ValueError(f"{cv_path}: missing after training mode {mode!r}; see the training output above")
-        cv = json.loads(cv_path.read_text())
-        metrics = [json.loads((cv_path.parent / f"fold_{k}" / "metrics.json").read_text())
-                   for k in range(cv["n_folds"])]
+        cv = read_cv(run_dir)
+        if cv is None:
+            raise ValueError(f"{run_dir / CV_FILE}: missing after training mode {mode!r}; see the training output "
+                             "above")
+        metrics = [read_metrics(run_dir, k) for k in range(cv["n_folds"])]
         rows[mode] = {
             "run_dir": str(run_dir),
             "backbone_sees": cfg.data.image_size if mode == "none" else cfg.model.resizer.target_size,
@@ -97,7 +97,7 @@ def run_ablation(config: str, cfg: Config, sets: tuple[str, ...] = (), modes: tu
             "wall_seconds": seconds,
         }
     # Every mode trains on the same folds file, so they share one constant baseline.
-    any_cv = json.loads((Path(rows[modes[0]]["run_dir"]) / "cv.json").read_text())
+    any_cv = read_cv(rows[modes[0]]["run_dir"])
     return {
         "what": "ablation",
         "config": config,

@@ -25,32 +25,16 @@ def _config(args):
 
 
 def _prediction_configs(args) -> list:
-    """The trained experiments' own configs; only where the data lives and how to predict come from now.
-
-    Each EXP is a config YAML (its run folder models/<name>/ is used) or an experiment folder itself (one
-    holding config.yaml and fold_*/, e.g. an attached Kaggle dataset).
-    """
-    from lresizervit.config import load_config
-    from lresizervit.training.trainer import load_run_config
+    """The trained experiments' own configs (see `run.experiment_config`), with --tta/--svr applied."""
+    from lresizervit.run import experiment_config
 
     specs = args.experiments or ([DEFAULT_CONFIG] if Path(DEFAULT_CONFIG).is_file() else [])
     if not specs:
         raise ValueError(f"name an experiment (a config YAML or a models/<exp>/ folder); {DEFAULT_CONFIG} "
                          "does not exist here")
-    sets = tuple(args.set or ())
     cfgs = []
     for spec in specs:
-        path = Path(spec)
-        if path.is_dir():
-            cfg = load_run_config(path, sets)
-            # The folder is the experiment wherever it lies now (its saved output_dir/name are from training).
-            cfg.output_dir, cfg.name = str(path.parent), path.name
-        elif path.is_file():
-            now = load_config(path, sets)
-            cfg = load_run_config(now.run_dir)
-            cfg.data.dir, cfg.predict = now.data.dir, now.predict
-        else:
-            raise FileNotFoundError(f"{spec}: neither a config file nor an experiment folder")
+        cfg = experiment_config(spec, tuple(args.set or ()))
         if args.tta is not None:
             cfg.predict.tta = args.tta
         if args.svr is not None:
@@ -61,86 +45,89 @@ def _prediction_configs(args) -> list:
 
 def cmd_synth(args) -> None:
     from lresizervit.data.synth import SynthParams, generate
+    from lresizervit.task import PAWPULARITY
 
     given = {"detail_period": args.detail_period, "min_side": args.min_side, "max_side": args.max_side,
              "max_long_side": args.max_long_side, "noise_std": args.noise_std}
     params = SynthParams(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
+    # The layout (columns, image paths, target range) of the config's task; Pawpularity's without one.
+    task = _config(args).task if args.config else PAWPULARITY
     out = Path(args.out)
     if (out / "generator.json").is_file() and not args.force:
         info = json.loads((out / "generator.json").read_text())
         same = info.get("params") == dataclasses.asdict(params) and info.get("n_train") == args.train \
-            and info.get("n_test") == args.test
+            and info.get("n_test") == args.test \
+            and info.get("task", dataclasses.asdict(PAWPULARITY)) == dataclasses.asdict(task)
         if same:
             print(f"{out}: already generated with these settings (use --force to regenerate)")
             return
         raise ValueError(f"{out} holds a data set generated with other settings; use another --out or --force")
-    info = generate(out, args.train, args.test, params, workers=args.workers)
+    info = generate(out, args.train, args.test, params, workers=args.workers, task=task)
     print(f"wrote {args.train} train + {args.test} test images to {out}: target mean {info['target_mean']:.1f}, "
           f"std {info['target_std']:.1f}; noise floor RMSE {info['noise_floor_rmse']:.2f}, "
           f"constant baseline RMSE {info['constant_baseline_rmse']:.2f}")
 
 
-def _folds_fingerprint(cfg) -> dict:
-    import hashlib
-
-    train_csv = Path(cfg.data.dir) / "train.csv"
-    digest = hashlib.sha1(train_csv.read_bytes()).hexdigest() if train_csv.is_file() else None
-    return {"n_folds": cfg.data.n_folds, "fold_seed": cfg.data.fold_seed, "train_csv_sha1": digest}
-
-
 def cmd_folds(args) -> None:
-    from lresizervit.data.folds import make_folds, read_folds, write_folds
+    from lresizervit.data.folds import (
+        folds_fingerprint,
+        make_folds,
+        read_folds,
+        sidecar_path,
+        stale_folds_reasons,
+        write_folds,
+    )
     from lresizervit.data.schema import read_table
     from lresizervit.io_utils import atomic_write_json
+    from lresizervit.task import FOLD
 
     cfg = _config(args)
-    out = Path(cfg.data.folds_csv)
-    sidecar = out.with_suffix(".json")  # what the folds were made from: n_folds, seed, train.csv's hash
+    out, task = Path(cfg.data.folds_csv), cfg.task
+    train_csv = Path(cfg.data.dir) / "train.csv"
+    now = folds_fingerprint(train_csv, cfg.data.n_folds, cfg.data.fold_seed)
     if out.is_file() and args.if_missing:
-        _, k = read_folds(out)
-        if sidecar.is_file():
-            made, now = json.loads(sidecar.read_text()), _folds_fingerprint(cfg)
-            diffs = [f"{key}: {made.get(key)!r} in the file, {now[key]!r} now" for key in now
-                     if made.get(key) != now[key]]
-            if diffs:
-                raise ValueError(f"{out} was made from other settings or another train.csv ({'; '.join(diffs)}); "
-                                 f"delete it (and the experiments trained on it) or use another data.folds_csv")
+        _, k = read_folds(out, task)
+        diffs = stale_folds_reasons(out, now)
+        if diffs:
+            raise ValueError(f"{out} was made from other settings or another train.csv ({'; '.join(diffs)}); "
+                             f"delete it (and the experiments trained on it) or use another data.folds_csv")
         print(f"{out}: exists ({k} folds); kept")
         return
-    train = read_table(Path(cfg.data.dir) / "train.csv", "train")
-    df = make_folds(train, cfg.data.n_folds, cfg.data.fold_seed)
-    write_folds(df, out)
-    atomic_write_json(sidecar, _folds_fingerprint(cfg))
-    sizes = df.groupby("kfold").size().tolist()
-    means = df.groupby("kfold")["Pawpularity"].mean().round(2).tolist()
+    train = read_table(train_csv, "train", task)
+    df = make_folds(train, cfg.data.n_folds, cfg.data.fold_seed, task)
+    write_folds(df, out, task)
+    atomic_write_json(sidecar_path(out), now)
+    sizes = df.groupby(FOLD).size().tolist()
+    means = df.groupby(FOLD)[task.target_column].mean().round(2).tolist()
     print(f"wrote {out}: {cfg.data.n_folds} folds of {sizes} rows, target means {means}")
 
 
 def cmd_tfrecords(args) -> None:
     from lresizervit.data.folds import read_folds
+    from lresizervit.data.records.manifest import TFRecordsError, check_matches_frame
+    from lresizervit.data.records.writer import write_tfrecords
     from lresizervit.data.schema import check_images, read_table
-    from lresizervit.data.tfrecords import TFRecordsError, check_matches_frame, write_tfrecords
     from lresizervit.training.trainer import tfrecords_root
 
     cfg = _config(args)
     data_dir, root = Path(cfg.data.dir), tfrecords_root(cfg)
     jobs = []
     if args.split in ("train", "both"):
-        jobs.append(("train", read_folds(cfg.data.folds_csv)[0], data_dir / "train", cfg.data.folds_csv))
+        jobs.append(("train", read_folds(cfg.data.folds_csv, cfg.task)[0], cfg.data.folds_csv))
     if args.split in ("test", "both"):
         test_csv = data_dir / "test.csv"
-        jobs.append(("test", read_table(test_csv, "test"), data_dir / "test", test_csv))
-    for split, df, image_dir, source in jobs:
+        jobs.append(("test", read_table(test_csv, "test", cfg.task), test_csv))
+    for split, df, source in jobs:
         out = root / split
         if args.if_missing:
             try:
-                check_matches_frame(out, df, cfg.data.image_size)
+                check_matches_frame(out, df, cfg.data.image_size, cfg.task)
                 print(f"{out}: up to date; kept")
                 continue
             except TFRecordsError:
                 pass
-        check_images(df, image_dir, str(source))
-        m = write_tfrecords(df, image_dir, out, cfg.data.image_size, num_shards=args.shards,
+        check_images(df, data_dir, split, str(source), cfg.task)
+        m = write_tfrecords(df, data_dir, out, cfg.data.image_size, cfg.task, num_shards=args.shards,
                             quality=args.quality, workers=args.workers)
         print(f"wrote {out}: {m['total']} records in {len(m['shards'])} shard(s), "
               f"{sum(s['bytes'] for s in m['shards']) / 2**20:.1f} MiB, folds {m['folds']}")
@@ -149,7 +136,8 @@ def cmd_tfrecords(args) -> None:
 def cmd_list_folds(args) -> None:
     from lresizervit.data.folds import read_folds
 
-    _, k = read_folds(_config(args).data.folds_csv)
+    cfg = _config(args)
+    _, k = read_folds(cfg.data.folds_csv, cfg.task)
     print(" ".join(str(i) for i in range(k)))
 
 
@@ -157,7 +145,7 @@ def cmd_check_data(args) -> None:
     from lresizervit.data.schema import validate_dataset
 
     cfg = _config(args)
-    train, test = validate_dataset(cfg.data.dir)
+    train, test = validate_dataset(cfg.data.dir, cfg.task)
     print(f"{cfg.data.dir}: {len(train)} train and {len(test)} test rows, every image present")
 
 
@@ -181,9 +169,9 @@ def _not_chief(cfg) -> bool:
 
 def cmd_cv(args) -> None:
     from lresizervit.inference.predict import format_table
-    from lresizervit.training.trainer import load_run_config, write_cv
+    from lresizervit.run import trained_config, write_cv
 
-    cfg = load_run_config(_config(args).run_dir)
+    cfg = trained_config(_config(args))
     if _not_chief(cfg):
         return
     if write_cv(cfg) is None:
@@ -197,32 +185,25 @@ def cmd_cv(args) -> None:
 
 def cmd_report(args) -> None:
     from lresizervit.report import write_report
-    from lresizervit.training.trainer import load_run_config
+    from lresizervit.run import CV_FILE, trained_config
 
-    now = _config(args)
-    cfg = load_run_config(now.run_dir)
-    cfg.data.dir = now.data.dir  # the images may have moved since training; the model settings may not
+    # The images may have moved since training; the model settings may not.
+    cfg = trained_config(_config(args))
     if _not_chief(cfg):
         return
-    if not (cfg.run_dir / "cv.json").is_file() and args.if_complete:
+    if not (cfg.run_dir / CV_FILE).is_file() and args.if_complete:
         print(f"{cfg.run_dir}: no cv.json yet; no report written")
         return
     print(f"wrote {write_report(cfg)} and its figures")
 
 
 def cmd_predict(args) -> None:
-    from lresizervit.inference.ensemble import format_members, run_ensemble
+    from lresizervit.inference.ensemble import default_submission_path, format_members, run_ensemble
     from lresizervit.inference.predict import format_table
 
     cfgs = _prediction_configs(args)
     first = cfgs[0]
-    data_dir = args.data_dir or first.data.dir
-    if args.out:
-        out = args.out
-    else:
-        svr = "+svr" if any(c.predict.svr for c in cfgs) else ""
-        out = Path(first.predict.out_dir) / f"{'+'.join(c.run_dir.name for c in cfgs)}{svr}.csv"
-    summary = run_ensemble(cfgs, data_dir, out)
+    summary = run_ensemble(cfgs, args.data_dir or first.data.dir, args.out or default_submission_path(cfgs))
     if len(summary["members"]) == 1:
         print(format_table(first, summary))
         return
@@ -237,57 +218,18 @@ def cmd_predict(args) -> None:
 def cmd_validate(args) -> None:
     from lresizervit.inference.submission import validate_file
 
-    n = validate_file(args.file, args.test_csv)
+    cfg = _config(args)
+    test_csv = args.test_csv or Path(cfg.data.dir) / "test.csv"
+    n = validate_file(args.file, test_csv, cfg.task)
     print(f"{args.file}: valid ({n} rows)")
 
 
 def cmd_bench(args) -> None:
-    from lresizervit.bench import (
-        bench_loader,
-        bench_predict,
-        bench_replicas,
-        bench_step,
-        format_markdown,
-        parse_variants,
-    )
+    from lresizervit.bench.command import check_args, run_bench
 
-    for flag in ("batch", "steps", "images", "repeats", "rounds"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"bench --{flag} must be at least 1, got {getattr(args, flag)}")
-    cfg = _config(args)
-    if args.precisions:
-        from lresizervit.config import CHOICES
-
-        bad = [p for p in args.precisions.split(",") if p.strip() not in CHOICES["train.precision"]]
-        if bad:
-            raise ValueError(f"--precisions: {bad[0]!r} is not a train.precision "
-                             f"({', '.join(CHOICES['train.precision'])})")
-    if args.what in ("step", "efficiency"):
-        size = cfg.data.image_size
-        variants = parse_variants(args.variants, size) if args.variants else (
-            [("learned", size)] if args.what == "efficiency" else None)
-        target = cfg.model.resizer.target_size
-        for mode, px in variants or []:
-            if mode != "none" and px < target:
-                raise ValueError(f"--variants: {mode}@{px} is smaller than model.resizer.target_size ({target}): "
-                                 "the resizer only shrinks")
-        precisions = tuple(p.strip() for p in args.precisions.split(",")) if args.precisions else (
-            ("float32", "mixed_bfloat16") if args.what == "efficiency" else None)
-        result = bench_step(cfg, batch=args.batch, steps=args.steps, variants=variants, precisions=precisions,
-                            rounds=args.rounds, matmul_n=args.matmul_size)
-    elif args.what == "predict":
-        from lresizervit.training.trainer import load_run_config
-
-        # The experiment's own config rebuilds nothing here, but says how it was trained (image size, TTA);
-        # where the data lives and the predict settings come from now, as in `predict`.
-        saved = load_run_config(cfg.run_dir)
-        saved.data.dir, saved.predict = cfg.data.dir, cfg.predict
-        result = bench_predict(saved, repeats=args.repeats)
-    elif args.what == "replicas":
-        result = bench_replicas(cfg, batch=args.batch, steps=args.steps)
-    else:
-        result = bench_loader(cfg, n_images=args.images, repeats=args.repeats)
-    _emit(args, result, format_markdown(result))
+    check_args(args)  # a bad flag is named before the config is read, let alone anything measured
+    result, table = run_bench(_config(args), args)
+    _emit(args, result, table)
 
 
 def _emit(args, result: dict, table: str) -> None:
@@ -334,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--noise-std", type=float, default=None, help="label noise in Pawpularity points (default 6)")
     sp.add_argument("--workers", type=int, default=None)
     sp.add_argument("--force", action="store_true", help="regenerate even if --out holds a data set")
+    sp.add_argument("--config", default=None, help="write the data set in this config's task layout "
+                    "(columns, image paths, target range; default: Pawpularity's)")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     sp.set_defaults(func=cmd_synth)
 
     sp = with_config(sub.add_parser("folds", help="write the stratified folds file"))
@@ -379,7 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("validate", help="check a submission file against test.csv")
     sp.add_argument("file")
-    sp.add_argument("--test-csv", default="input/petfinder-pawpularity-score/test.csv")
+    sp.add_argument("--config", default=None, help=f"whose task and data.dir to check against (default: "
+                    f"{DEFAULT_CONFIG})")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    sp.add_argument("--test-csv", default=None, help="default: <data.dir>/test.csv of the config")
     sp.set_defaults(func=cmd_validate)
 
     sp = with_config(sub.add_parser("bench", help="loader images/s, train-step time/memory/FLOP/s, predict images/s"))
@@ -412,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--md", default=None, help="also write the markdown table to this file")
     sp.set_defaults(func=cmd_ablation)
 
-    from lresizervit.kaggle_io import add_subparsers as add_kaggle_subparsers  # stdlib-only at import
+    # stdlib-only at import
+    from lresizervit.kaggle_io.commands import add_subparsers as add_kaggle_subparsers
 
     add_kaggle_subparsers(sub)
     return p

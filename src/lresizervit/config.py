@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from lresizervit.task import Task
+
 
 class ConfigError(ValueError):
     """A config file or override is wrong; the message names the file and the key."""
@@ -168,6 +170,9 @@ class Config:
     # Experiment name: the run folder is <output_dir>/<name>/.
     name: str = "default"
     output_dir: str = "models"
+    # The data set's facts (columns, image layout, target range, competition); see lresizervit/task.py.
+    # A saved config.yaml without this section (trained before it existed) means Pawpularity.
+    task: Task = field(default_factory=Task)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -214,6 +219,11 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             )
         return value
     origin = typing.get_origin(tp)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: key '{key}' must be a list, got {type(value).__name__} {value!r}")
+        (inner,) = typing.get_args(tp)
+        return [_coerce(v, inner, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -348,6 +358,11 @@ def _check_values(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: key 'train.learning_rate' must be > 0")
     if cfg.predict.svr_c <= 0:
         raise ConfigError(f"{source}: key 'predict.svr_c' must be > 0, got {cfg.predict.svr_c!r}")
+    for key, message in cfg.task.problems():
+        raise ConfigError(f"{source}: key 'task.{key}' {message}")
+    if not cfg.task.metadata_columns and cfg.model.fusion != "none":
+        raise ConfigError(f"{source}: key 'model.fusion' is {cfg.model.fusion!r} but 'task.metadata_columns' is "
+                          "empty: set model.fusion: none for an image-only task")
     if cfg.model.resizer.mode != "none" and cfg.model.resizer.target_size > cfg.data.image_size:
         raise ConfigError(
             f"{source}: key 'model.resizer.target_size' ({cfg.model.resizer.target_size}) is larger than "

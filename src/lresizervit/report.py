@@ -24,9 +24,18 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from lresizervit.config import Config
-from lresizervit.data.schema import FOLD, ID, TARGET, TARGET_MAX, image_path
 from lresizervit.io_utils import atomic_write_bytes, atomic_write_text
-from lresizervit.training.trainer import MODEL_FILE, fold_dir, rmse
+from lresizervit.run import (
+    CV_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    OOF_FILE,
+    REPORT_DIR,
+    fold_file,
+    read_oof,
+)
+from lresizervit.task import FOLD, Task, rmse
 
 __all__ = [
     "FIGURES",
@@ -37,7 +46,6 @@ __all__ = [
     "write_report",
 ]
 
-REPORT_DIR = "report"
 FIGURES = {
     "learning_curves": "learning_curves.png",
     "oof_scatter": "oof_scatter.png",
@@ -83,7 +91,7 @@ def _png_bytes(fig: Figure) -> bytes:
 
 def load_history(run_dir: Path, fold: int) -> pd.DataFrame:
     """`fold_<k>/history.csv`, checked for the columns the learning curves need."""
-    path = _require(fold_dir(run_dir, fold) / "history.csv", f"the training history of fold {fold}")
+    path = _require(fold_file(run_dir, fold, HISTORY_FILE), f"the training history of fold {fold}")
     hist = pd.read_csv(path)
     missing = [c for c in HISTORY_COLUMNS if c not in hist.columns]
     if missing or hist.empty:
@@ -94,7 +102,7 @@ def load_history(run_dir: Path, fold: int) -> pd.DataFrame:
 
 def _best_epoch(run_dir: Path, fold: int, hist: pd.DataFrame) -> int:
     """The epoch whose model was kept: metrics.json says so; the history's first minimum otherwise."""
-    metrics = fold_dir(run_dir, fold) / "metrics.json"
+    metrics = fold_file(run_dir, fold, METRICS_FILE)
     if metrics.is_file():
         return int(json.loads(metrics.read_text())["best_epoch"])
     return int(hist["epoch"].iloc[int(np.nanargmin(hist["val_rmse"].to_numpy()))])
@@ -103,7 +111,7 @@ def _best_epoch(run_dir: Path, fold: int, hist: pd.DataFrame) -> int:
 # ---- 1. learning curves -------------------------------------------------------------------------------
 
 
-def _learning_curves(run_dir: Path, cv: dict) -> bytes:
+def _learning_curves(run_dir: Path, cv: dict, target: str) -> bytes:
     n = int(cv["n_folds"])
     histories = [load_history(run_dir, k) for k in range(n)]
     ncols = 1 if n == 1 else 2
@@ -134,7 +142,7 @@ def _learning_curves(run_dir: Path, cv: dict) -> bytes:
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
         if k % ncols == 0:
-            ax.set_ylabel("RMSE (Pawpularity)")
+            ax.set_ylabel(f"RMSE ({target})")
         if k >= n - ncols:
             ax.set_xlabel("epoch")
             ax.xaxis.set_tick_params(labelbottom=True)
@@ -149,7 +157,8 @@ def _learning_curves(run_dir: Path, cv: dict) -> bytes:
 # ---- 2. OOF scatter -----------------------------------------------------------------------------------
 
 
-def _oof_scatter(oof: pd.DataFrame, cv: dict) -> bytes:
+def _oof_scatter(oof: pd.DataFrame, cv: dict, task: Task) -> bytes:
+    TARGET = task.target_column
     fig = _new_figure(7.6)
     ax = fig.subplots()
     n = len(oof)
@@ -158,13 +167,15 @@ def _oof_scatter(oof: pd.DataFrame, cv: dict) -> bytes:
     for k, part in oof.groupby(FOLD, sort=True):
         ax.scatter(part[TARGET], part["pred"], s=size, alpha=alpha, edgecolors="none",
                    label=f"fold {k} (RMSE {rmse(part[TARGET], part['pred']):.2f})")
-    ax.plot([0, TARGET_MAX], [0, TARGET_MAX], color="black", lw=1.2, label="perfect (y = x)")
-    ax.axhline(oof[TARGET].mean(), color="grey", lw=1.2, ls=":", label="mean Pawpularity")
-    ax.set_xlim(0, TARGET_MAX + 1)
-    ax.set_ylim(0, TARGET_MAX + 1)
+    pad = (task.hi - task.lo) / 100
+    lo, hi = task.lo - pad, task.hi + pad
+    ax.plot([lo, hi], [lo, hi], color="black", lw=1.2, label="perfect (y = x)")
+    ax.axhline(oof[TARGET].mean(), color="grey", lw=1.2, ls=":", label=f"mean {TARGET}")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
-    ax.set_xlabel("true Pawpularity")
-    ax.set_ylabel("predicted Pawpularity (out of fold)")
+    ax.set_xlabel(f"true {TARGET}")
+    ax.set_ylabel(f"predicted {TARGET} (out of fold)")
     ax.set_title(f"OOF predictions: CV RMSE {cv['cv_rmse']:.3f} ({n} images)")
     ax.legend(loc="upper left", markerscale=1.5 if n <= 500 else 3)
     return _png_bytes(fig)
@@ -173,22 +184,28 @@ def _oof_scatter(oof: pd.DataFrame, cv: dict) -> bytes:
 # ---- 3. residuals per target bin ---------------------------------------------------------------------
 
 
-def residual_bins(oof: pd.DataFrame, width: int = 10) -> pd.DataFrame:
-    """Per Pawpularity bin (1-10, 11-20, ...): n, mean residual (pred - true), RMSE, mean true and pred."""
-    edges = np.arange(0, TARGET_MAX + width, width)
-    edges[-1] = max(edges[-1], TARGET_MAX)
-    true = oof[TARGET].to_numpy(np.float64)
+def residual_bins(oof: pd.DataFrame, task: Task, n_bins: int = 10) -> pd.DataFrame:
+    """Per target bin (Pawpularity: 1-10, 11-20, ...): n, mean residual (pred - true), RMSE, mean true and
+    pred. Integer targets get whole-number bins (lo-1, lo-1+w], ...; real ones n_bins equal widths."""
+    if task.integer_target:
+        width = math.ceil((task.hi - task.lo + 1) / n_bins)
+        edges = task.lo - 1 + width * np.arange(n_bins + 1, dtype=np.float64)
+        edges[-1] = max(edges[-1], task.hi)
+    else:
+        edges = np.linspace(task.lo, task.hi, n_bins + 1)
+    true = oof[task.target_column].to_numpy(np.float64)
     pred = oof["pred"].to_numpy(np.float64)
-    # (0, 10], (10, 20], ...: the targets are integers 1..100, so the first bin is 1-10.
+    # (0, 10], (10, 20], ...: Pawpularity's targets are integers 1..100, so the first bin is 1-10.
     idx = np.digitize(true, edges[1:-1], right=True)
     rows = []
     for b in range(len(edges) - 1):
         mask = idx == b
         res = pred[mask] - true[mask]
+        lo, hi = (int(edges[b]) + 1, int(edges[b + 1])) if task.integer_target else (edges[b], edges[b + 1])
         rows.append({
-            "bin": f"{int(edges[b]) + 1}–{int(edges[b + 1])}",
-            "lo": int(edges[b]) + 1,
-            "hi": int(edges[b + 1]),
+            "bin": f"{lo:g}–{hi:g}" if not task.integer_target else f"{lo}–{hi}",
+            "lo": lo,
+            "hi": hi,
             "n": int(mask.sum()),
             "mean_residual": float(res.mean()) if mask.any() else float("nan"),
             "rmse": float(np.sqrt(np.mean(res**2))) if mask.any() else float("nan"),
@@ -198,8 +215,9 @@ def residual_bins(oof: pd.DataFrame, width: int = 10) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _residual_figure(oof: pd.DataFrame, cv: dict) -> tuple[bytes, pd.DataFrame]:
-    bins = residual_bins(oof)
+def _residual_figure(oof: pd.DataFrame, cv: dict, task: Task) -> tuple[bytes, pd.DataFrame]:
+    bins = residual_bins(oof, task)
+    TARGET = task.target_column
     x = np.arange(len(bins))
     fig = _new_figure(8.0)
     top, bottom = fig.subplots(2, 1, sharex=True)
@@ -210,12 +228,12 @@ def _residual_figure(oof: pd.DataFrame, cv: dict) -> tuple[bytes, pd.DataFrame]:
     top.plot(x, const, "k_", ms=22, mew=2.5, label="constant mean")
     top.axhline(0, color="black", lw=1)
     top.set_ylabel("mean residual\n(pred − true)")
-    top.set_title("Residuals per Pawpularity bin")
+    top.set_title(f"Residuals per {TARGET} bin")
     top.legend(loc="upper right")
     bottom.bar(x, bins["rmse"].fillna(0), color="tab:purple", alpha=0.85)
     bottom.axhline(cv["cv_rmse"], color="black", lw=1.2, ls="--", label=f"CV RMSE {cv['cv_rmse']:.2f}")
     bottom.set_ylabel("RMSE")
-    bottom.set_xlabel("true Pawpularity (n = images in the bin)")
+    bottom.set_xlabel(f"true {TARGET} (n = images in the bin)")
     bottom.legend(loc="upper center")
     bottom.set_xticks(x, [f"{b}\nn={n}" for b, n in zip(bins["bin"], bins["n"], strict=True)], fontsize=12)
     return _png_bytes(fig), bins
@@ -231,13 +249,14 @@ def _pick_validation_images(cfg: Config, n_images: int) -> tuple[pd.DataFrame, s
     folds_csv = Path(cfg.data.folds_csv)
     if not folds_csv.is_file():
         return pd.DataFrame(), f"the folds file {folds_csv} is missing"
-    folds_df, _ = read_folds(folds_csv)
-    val = folds_df[folds_df[FOLD] == 0].sort_values([TARGET, ID]).reset_index(drop=True)
+    task = cfg.task
+    folds_df, _ = read_folds(folds_csv, task)
+    val = folds_df[folds_df[FOLD] == 0].sort_values([task.target_column, task.id_column]).reset_index(drop=True)
     # Evenly spaced ranks: low, middle and high scores, not four look-alikes.
     take = np.unique(np.linspace(0, len(val) - 1, min(n_images, len(val))).round().astype(int))
     val = val.iloc[take].reset_index(drop=True)
-    image_dir = Path(cfg.data.dir) / "train"
-    missing = [image_path(image_dir, i) for i in val[ID] if not image_path(image_dir, i).is_file()]
+    paths = [task.image_file(cfg.data.dir, "train", i) for i in val[task.id_column]]
+    missing = [p for p in paths if not p.is_file()]
     if missing:
         return pd.DataFrame(), f"the train image {missing[0]} is missing (data.dir is {cfg.data.dir})"
     return val, None
@@ -248,7 +267,7 @@ def _resizer_figure(cfg: Config, n_images: int = RESIZER_IMAGES) -> tuple[bytes 
     mode = cfg.model.resizer.mode
     if mode != "learned":
         return None, f"model.resizer.mode is {mode!r}: there is no learned resizer to show"
-    model_path = fold_dir(cfg.run_dir, 0) / MODEL_FILE
+    model_path = fold_file(cfg.run_dir, 0, MODEL_FILE)
     if not model_path.is_file():
         return None, f"the fold-0 model {model_path} is missing"
     val, why = _pick_validation_images(cfg, n_images)
@@ -266,8 +285,8 @@ def _resizer_figure(cfg: Config, n_images: int = RESIZER_IMAGES) -> tuple[bytes 
     transform = eval_transform(size)
     # Exactly what the validation pipeline feeds the model: decode to short side S, centre crop S x S.
     images = np.stack([
-        apply_transform(transform, load_image(image_path(Path(cfg.data.dir) / "train", i), size), short_side=size)
-        for i in val[ID]
+        apply_transform(transform, load_image(cfg.task.image_file(cfg.data.dir, "train", i), size), short_side=size)
+        for i in val[cfg.task.id_column]
     ])
     model = load_model(model_path)
     try:
@@ -307,8 +326,8 @@ def _resizer_figure(cfg: Config, n_images: int = RESIZER_IMAGES) -> tuple[bytes 
             ax.grid(False)
             if r == 0:
                 ax.set_title(titles[c], fontsize=12)
-        axes[r, 0].set_ylabel(f"{int(val[TARGET].iloc[r])}", rotation=0, labelpad=18, va="center")
-    fig.supylabel("true Pawpularity")
+        axes[r, 0].set_ylabel(f"{val[cfg.task.target_column].iloc[r]:g}", rotation=0, labelpad=18, va="center")
+    fig.supylabel(f"true {cfg.task.target_column}")
     fig.suptitle("What the learned resizer does (fold 0 validation images)")
     fig.supxlabel(f"Learned output clipped to [-1, 1] for display ({outside:.1%} of its values lie outside).\n"
                   f"Right: learned − {layer.interpolation}, mean over RGB, red = brighter.", fontsize=12)
@@ -348,22 +367,23 @@ def _section(title: str, file: str, alt: str, sentence: str) -> str:
 def write_report(cfg: Config, n_resizer_images: int = RESIZER_IMAGES) -> Path:
     """Write `<run_dir>/report/` (4 PNGs, or 3 without a learned resizer, and report.md); returns report.md.
 
-    `cfg` should be the run's own config (`training.trainer.load_run_config`); only `data.dir` and
+    `cfg` should be the run's own config (`run.trained_config`); only `data.dir` and
     `data.folds_csv` are read for the resizer figure. Missing required artefacts raise
     `FileNotFoundError` naming the file; the optional resizer figure is skipped with a note instead.
     """
     run = Path(cfg.run_dir)
-    cv = json.loads(_require(run / "cv.json", "written by `lresizervit cv` once every fold is trained").read_text())
-    oof = pd.read_csv(_require(run / "oof.csv", "the concatenated out-of-fold predictions"), dtype={ID: str})
+    task = cfg.task
+    cv = json.loads(_require(run / CV_FILE, "written by `lresizervit cv` once every fold is trained").read_text())
+    oof = read_oof(_require(run / OOF_FILE, "the concatenated out-of-fold predictions"), task.id_column)
     for k in range(int(cv["n_folds"])):
-        _require(fold_dir(run, k) / "metrics.json", f"fold {k} is not complete")
+        _require(fold_file(run, k, METRICS_FILE), f"fold {k} is not complete")
     out_dir = run / REPORT_DIR
 
     # rc_context: the larger fonts apply to these figures only, not to the caller's matplotlib.
     with matplotlib.rc_context(_STYLE):
-        curves = _learning_curves(run, cv)
-        scatter = _oof_scatter(oof, cv)
-        residuals, bins = _residual_figure(oof, cv)
+        curves = _learning_curves(run, cv, task.target_column)
+        scatter = _oof_scatter(oof, cv, task)
+        residuals, bins = _residual_figure(oof, cv, task)
         resizer_png, resizer_note = _resizer_figure(cfg, n_resizer_images)
     atomic_write_bytes(out_dir / FIGURES["learning_curves"], curves)
     atomic_write_bytes(out_dir / FIGURES["oof_scatter"], scatter)
@@ -383,16 +403,16 @@ def write_report(cfg: Config, n_resizer_images: int = RESIZER_IMAGES) -> Path:
     sections = [
         _section("Learning curves", FIGURES["learning_curves"], "learning curves per fold",
                  "Train (dashed; measured on augmented images, averaged over each epoch) and validation RMSE "
-                 "(solid) per epoch and fold, in Pawpularity points; the star marks the epoch whose model was "
+                 f"(solid) per epoch and fold, in {task.target_column} units; the star marks the epoch whose model was "
                  f"kept, the grey line the constant-mean baseline ({const:.2f}){floor_text}."),
         _section("Out-of-fold predictions", FIGURES["oof_scatter"], "OOF predicted vs true",
-                 f"Predicted against true Pawpularity for all {len(oof)} training images, each predicted by the "
+                 f"Predicted against true {task.target_column} for all {len(oof)} training images, each predicted by the "
                  f"fold that did not train on it (CV RMSE {cv['cv_rmse']:.3f}); the predictions' spread "
-                 f"(std {oof['pred'].std():.1f}) against the targets' ({oof[TARGET].std():.1f}) shows how much "
+                 f"(std {oof['pred'].std():.1f}) against the targets' ({oof[task.target_column].std():.1f}) shows how much "
                  "the model shrinks towards the mean."),
-        _section("Residuals by target bin", FIGURES["residual_by_bin"], "residuals per Pawpularity bin",
+        _section("Residuals by target bin", FIGURES["residual_by_bin"], f"residuals per {task.target_column} bin",
                  "Mean residual (prediction − truth; the black dashes are what predicting the mean would give) "
-                 "and RMSE per Pawpularity bin, with the number of images in each: from "
+                 f"and RMSE per {task.target_column} bin, with the number of images in each: from "
                  f"{lo_res:+.1f} in the lowest populated bin to {hi_res:+.1f} in the highest, {shrink}."),
     ]
     if resizer_png is not None:
@@ -403,7 +423,8 @@ def write_report(cfg: Config, n_resizer_images: int = RESIZER_IMAGES) -> Path:
     text = "\n".join([
         f"# Report: {cfg.name}",
         "",
-        f"Out-of-fold results of `{run}` (no test data is used). RMSE is in Pawpularity points (1–100).",
+        f"Out-of-fold results of `{run}` (no test data is used). RMSE is in {task.target_column} units "
+        f"({task.lo:g}–{task.hi:g}).",
         "",
         "## Cross-validation",
         "",

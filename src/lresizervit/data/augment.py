@@ -5,7 +5,8 @@ geometric work left is a square crop: the aspect ratio of the photo is never dis
 
 Argument names are the albumentations 2.x ones. 2.x still *accepts* the 1.x names of e.g. ``CoarseDropout``
 (``max_holes``, ``max_height``, ``fill_value``) with a warning and then ignores them, so the tests check the
-effect of each op, not just that it builds.
+effect of each op, not just that it builds. The ops' parameters are ``augment_params``'s, which the TF-only
+twin ``augment_tf`` reads too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,21 @@ from collections.abc import Sequence
 # NO_ALBUMENTATIONS_UPDATE so albumentations does not query PyPI.
 import albumentations as A
 import numpy as np
+
+from lresizervit.data.augment_params import (
+    COARSE_DROPOUT_P,
+    COLOR_JITTER_P,
+    CROP_SCALE_MIN,
+    DROPOUT_FILL,
+    DROPOUT_HOLE_FRACTION,
+    DROPOUT_HOLES,
+    HFLIP_P,
+    JITTER_BRIGHTNESS,
+    JITTER_CONTRAST,
+    JITTER_HUE,
+    JITTER_SATURATION,
+    train_params,
+)
 
 __all__ = [
     "apply_transform",
@@ -32,37 +48,39 @@ __all__ = [
 def train_steps(
     size: int,
     *,
-    crop_scale_min: float = 0.6,
-    hflip_p: float = 0.5,
-    color_jitter_p: float = 0.5,
-    coarse_dropout_p: float = 0.3,
+    crop_scale_min: float = CROP_SCALE_MIN,
+    hflip_p: float = HFLIP_P,
+    color_jitter_p: float = COLOR_JITTER_P,
+    coarse_dropout_p: float = COARSE_DROPOUT_P,
 ) -> list[A.BasicTransform]:
     """The training ops, in order, unseeded: each can be run (and tested) alone.
 
     ``crop_scale_min`` is the smallest crop *area* as a fraction of ``size**2``; the crop is always square.
     """
     _check_size(size)
-    if not 0.0 < crop_scale_min <= 1.0:
-        raise ValueError(f"crop_scale_min must be in (0, 1], got {crop_scale_min}")
-    for name, p in (
-        ("hflip_p", hflip_p),
-        ("color_jitter_p", color_jitter_p),
-        ("coarse_dropout_p", coarse_dropout_p),
-    ):
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+    train_params(
+        crop_scale_min=crop_scale_min,
+        hflip_p=hflip_p,
+        color_jitter_p=color_jitter_p,
+        coarse_dropout_p=coarse_dropout_p,
+    )
     min_side = min(size, max(1, round(math.sqrt(crop_scale_min) * size)))
     return [
         # Square crop of the shorter-side-resized photo: a random zoom and position, no aspect distortion.
         A.RandomSizedCrop(min_max_height=(min_side, size), size=(size, size), w2h_ratio=1.0, p=1.0),
         A.HorizontalFlip(p=hflip_p),
-        # Mild colour changes only: Pawpularity is about how the photo looks, so strong jitter changes the label.
-        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=color_jitter_p),
+        A.ColorJitter(
+            brightness=JITTER_BRIGHTNESS,
+            contrast=JITTER_CONTRAST,
+            saturation=JITTER_SATURATION,
+            hue=JITTER_HUE,
+            p=color_jitter_p,
+        ),
         A.CoarseDropout(
-            num_holes_range=(1, 4),
-            hole_height_range=(0.05, 0.15),
-            hole_width_range=(0.05, 0.15),
-            fill=0,
+            num_holes_range=DROPOUT_HOLES,
+            hole_height_range=DROPOUT_HOLE_FRACTION,
+            hole_width_range=DROPOUT_HOLE_FRACTION,
+            fill=DROPOUT_FILL,
             p=coarse_dropout_p,
         ),
     ]
@@ -90,10 +108,10 @@ def compose(steps: Sequence[A.BasicTransform], seed: int | None = None) -> A.Com
 def train_transform(
     size: int,
     *,
-    crop_scale_min: float = 0.6,
-    hflip_p: float = 0.5,
-    color_jitter_p: float = 0.5,
-    coarse_dropout_p: float = 0.3,
+    crop_scale_min: float = CROP_SCALE_MIN,
+    hflip_p: float = HFLIP_P,
+    color_jitter_p: float = COLOR_JITTER_P,
+    coarse_dropout_p: float = COARSE_DROPOUT_P,
     seed: int | None = None,
 ) -> A.Compose:
     """Random square crop -> hflip -> colour jitter -> coarse dropout, for an image whose shorter side is ``size``.

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from lresizervit.data.schema import FOLD, FOLD_COLUMNS, TARGET, SchemaError, read_table
+from lresizervit.data.schema import SchemaError, read_table
 from lresizervit.io_utils import atomic_write_csv
+from lresizervit.task import FOLD, Task
 
 
 def sturges_bins(n: int) -> int:
@@ -39,7 +40,7 @@ def target_bins(target: pd.Series | np.ndarray, n_folds: int) -> np.ndarray:
     raise AssertionError("unreachable: one bin holds every row and n_folds <= rows")  # pragma: no cover
 
 
-def make_folds(train_df: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
+def make_folds(train_df: pd.DataFrame, n_folds: int, seed: int, task: Task) -> pd.DataFrame:
     """Copy of ``train_df`` (row order kept) with an int ``kfold`` column in 0..n_folds-1."""
     if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)):
         raise ValueError(f"n_folds must be an integer, got {n_folds!r}")
@@ -47,6 +48,7 @@ def make_folds(train_df: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
         raise ValueError(f"n_folds must be at least 2, got {n_folds}")
     if n_folds > len(train_df):
         raise ValueError(f"n_folds={n_folds} is more than the {len(train_df)} training rows")
+    TARGET = task.target_column
     if TARGET not in train_df.columns:
         raise ValueError(f"the training frame has no {TARGET!r} column to stratify on")
     target = train_df[TARGET]
@@ -63,8 +65,9 @@ def make_folds(train_df: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
     return out
 
 
-def write_folds(df: pd.DataFrame, out_csv: str | os.PathLike[str]) -> Path:
+def write_folds(df: pd.DataFrame, out_csv: str | os.PathLike[str], task: Task) -> Path:
     """Write the folds file atomically: readers see the old file or the whole new one, never half."""
+    FOLD_COLUMNS = task.columns("folds")
     columns = list(df.columns)
     if columns != list(FOLD_COLUMNS):
         missing = [c for c in FOLD_COLUMNS if c not in columns]
@@ -76,12 +79,12 @@ def write_folds(df: pd.DataFrame, out_csv: str | os.PathLike[str]) -> Path:
     return atomic_write_csv(out_csv, df)
 
 
-def read_folds(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, int]:
+def read_folds(path: str | os.PathLike[str], task: Task) -> tuple[pd.DataFrame, int]:
     """Read and validate a folds file; return the frame and its number of folds K (= max kfold + 1).
 
     Folds must be exactly 0..K-1 with none empty and K >= 2, or :class:`SchemaError` names what is off.
     """
-    df = read_table(path, "folds")
+    df = read_table(path, "folds", task)
     present = sorted(int(k) for k in df[FOLD].unique())
     n_folds = present[-1] + 1
     empty = sorted(set(range(n_folds)) - set(present))
@@ -99,3 +102,29 @@ def read_folds(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, int]:
             path, [f"column {FOLD!r}: every row is in fold 0; cross-validation needs at least 2 folds"]
         )
     return df, n_folds
+
+
+def folds_fingerprint(train_csv: str | os.PathLike[str], n_folds: int, fold_seed: int) -> dict:
+    """What a folds file was made from (K, the seed, train.csv's hash): written beside it as `.json`, so a
+    folds file is never reused for another data set or other settings."""
+    import hashlib
+
+    train_csv = Path(train_csv)
+    digest = hashlib.sha1(train_csv.read_bytes()).hexdigest() if train_csv.is_file() else None
+    return {"n_folds": n_folds, "fold_seed": fold_seed, "train_csv_sha1": digest}
+
+
+def sidecar_path(folds_csv: str | os.PathLike[str]) -> Path:
+    return Path(folds_csv).with_suffix(".json")
+
+
+def stale_folds_reasons(folds_csv: str | os.PathLike[str], now: dict) -> list[str]:
+    """Why an existing folds file does not match `now` (a `folds_fingerprint`); [] when it does or when it
+    has no sidecar (made before sidecars existed)."""
+    import json
+
+    sidecar = sidecar_path(folds_csv)
+    if not sidecar.is_file():
+        return []
+    made = json.loads(sidecar.read_text())
+    return [f"{key}: {made.get(key)!r} in the file, {now[key]!r} now" for key in now if made.get(key) != now[key]]

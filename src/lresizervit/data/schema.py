@@ -1,4 +1,4 @@
-"""The competition's file formats: column names, and strict readers that say exactly what is wrong.
+"""The data files of a task (train.csv, test.csv, the folds file): strict readers that say exactly what is wrong.
 
 Every reader raises :class:`SchemaError` naming the file, the data row (1-based) with its CSV line
 (row + 1, since the header is line 1) and the column, so a bad hand-made data set fails before training.
@@ -14,31 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ID = "Id"
-TARGET = "Pawpularity"
-FOLD = "kfold"
-META_COLUMNS = (
-    "Subject Focus",
-    "Eyes",
-    "Face",
-    "Near",
-    "Action",
-    "Accessory",
-    "Group",
-    "Collage",
-    "Human",
-    "Occlusion",
-    "Info",
-    "Blur",
-)
-TRAIN_COLUMNS = (ID, *META_COLUMNS, TARGET)
-TEST_COLUMNS = (ID, *META_COLUMNS)
-# folds/train_folds.csv: train.csv plus the fold each row is validated in.
-FOLD_COLUMNS = (*TRAIN_COLUMNS, FOLD)
-TARGET_MIN, TARGET_MAX = 1, 100
-IMAGE_SUFFIX = ".jpg"
+from lresizervit.task import FOLD, Task
 
-KINDS: dict[str, tuple[str, ...]] = {"train": TRAIN_COLUMNS, "test": TEST_COLUMNS, "folds": FOLD_COLUMNS}
+# Column names, the target's range and the image layout are the task's (lresizervit/task.py); this module
+# owns only how a CSV of that task is read and checked.
+KINDS = ("train", "test", "folds")
 
 # How many problems one message lists before "... and N more".
 MAX_LISTED = 5
@@ -84,80 +64,78 @@ def where(row_index: int, column: str | None = None) -> str:
     return f"{text}, column {column!r}" if column is not None else text
 
 
-def image_path(image_dir: str | os.PathLike[str], image_id: str) -> Path:
-    """Where the image of one Id lives."""
-    return Path(image_dir) / f"{image_id}{IMAGE_SUFFIX}"
+def read_table(path: str | os.PathLike[str], kind: str, task: Task) -> pd.DataFrame:
+    """Read and validate a ``train``, ``test`` or ``folds`` CSV of `task`.
 
-
-def read_table(path: str | os.PathLike[str], kind: str) -> pd.DataFrame:
-    """Read and validate a ``train``, ``test`` or ``folds`` CSV.
-
-    Returns a frame with a RangeIndex (position = data row - 1), ``Id`` as str and every other column
-    as int64. Raises :class:`SchemaError` on the first kind of problem found (file, columns, values).
+    Returns a frame with a RangeIndex (position = data row - 1), the id column as str, the fold column and
+    integer-valued columns as int64 and the others as float64. Raises :class:`SchemaError` on the first
+    kind of problem found (file, columns, values).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
-    expected = KINDS[kind]
+    expected = task.columns(kind)
     raw = _read_raw(path)
-    _check_columns(path, list(raw.columns), expected, kind)
+    _check_columns(path, list(raw.columns), expected, kind, task)
 
     problems: list[tuple[int, int, str]] = []  # (row, column position, message): sorted like a linter
-    problems += _id_problems(raw[ID])
-    out = pd.DataFrame({ID: raw[ID].astype(str)})
+    problems += _id_problems(raw[task.id_column], task.id_column)
+    out = pd.DataFrame({task.id_column: raw[task.id_column].astype(str)})
     for col in expected[1:]:
-        if col == TARGET:
-            lo, hi = TARGET_MIN, TARGET_MAX
+        if col == task.target_column:
+            lo, hi, integer = task.lo, task.hi, task.integer_target
         elif col == FOLD:
-            lo, hi = 0, None
+            lo, hi, integer = 0, None, True
+        elif task.metadata_binary:
+            lo, hi, integer = 0, 1, True
         else:
-            lo, hi = 0, 1
-        values, col_problems = _int_column(raw[col], col, lo, hi)
+            lo, hi, integer = None, None, False
+        values, col_problems = _number_column(raw[col], col, lo, hi, integer)
         problems += [(row, expected.index(col), msg) for row, msg in col_problems]
-        out[col] = values
+        out[col] = values.astype("int64" if integer else "float64")
     if problems:
         problems.sort(key=lambda p: (p[0], p[1]))
         raise SchemaError.from_problems(path, [msg for _, _, msg in problems])
-    for col in expected[1:]:
-        out[col] = out[col].astype("int64")
     return out
 
 
-def check_images(
-    df: pd.DataFrame, image_dir: str | os.PathLike[str], source: str | os.PathLike[str]
-) -> list[str]:
-    """Check that every ``image_dir/{Id}.jpg`` exists and is non-empty; return the paths in row order.
+def check_images(df: pd.DataFrame, data_dir: str | os.PathLike[str], split: str,
+                 source: str | os.PathLike[str], task: Task) -> list[str]:
+    """Check that the image of every row (`task.image_path` under `data_dir`) exists and is non-empty;
+    return the paths in row order.
 
     ``source`` is the CSV the rows came from (named in the message); rows are counted by position.
     """
-    image_dir = Path(image_dir)
-    if not image_dir.is_dir():
+    image_dir = task.image_file(data_dir, split, "x").parent
+    if "{id}" not in Path(task.image_path).parent.as_posix() and not image_dir.is_dir():
+        # One folder holds every image: say so once rather than once per row.
         raise SchemaError.from_problems(source, [f"image directory {image_dir} not found"])
     paths: list[str] = []
     problems: list[str] = []
-    for i, image_id in enumerate(df[ID].astype(str)):
-        p = image_path(image_dir, image_id)
+    id_column = task.id_column
+    for i, image_id in enumerate(df[id_column].astype(str)):
+        p = task.image_file(data_dir, split, image_id)
         paths.append(str(p))
         try:
             size = p.stat().st_size if p.is_file() else None
         except OSError:
             size = None
         if size is None:
-            problems.append(f"{where(i)}, Id {image_id!r}: image {p} not found")
+            problems.append(f"{where(i)}, {id_column} {image_id!r}: image {p} not found")
         elif size == 0:
-            problems.append(f"{where(i)}, Id {image_id!r}: image {p} is empty (0 bytes)")
+            problems.append(f"{where(i)}, {id_column} {image_id!r}: image {p} is empty (0 bytes)")
     if problems:
         raise SchemaError.from_problems(source, problems)
     return paths
 
 
-def validate_dataset(data_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validate a competition-shaped folder: train.csv, test.csv, train/{Id}.jpg, test/{Id}.jpg."""
+def validate_dataset(data_dir: str | os.PathLike[str], task: Task) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate a competition-shaped folder: train.csv, test.csv and the image of every row."""
     data_dir = Path(data_dir)
     frames = []
     for kind in ("train", "test"):
         csv = data_dir / f"{kind}.csv"
-        df = read_table(csv, kind)
-        check_images(df, data_dir / kind, csv)
+        df = read_table(csv, kind, task)
+        check_images(df, data_dir, kind, csv, task)
         frames.append(df)
     return frames[0], frames[1]
 
@@ -196,7 +174,7 @@ def _read_raw(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def _check_columns(
-    path: str | os.PathLike[str], actual: list[str], expected: Sequence[str], kind: str
+    path: str | os.PathLike[str], actual: list[str], expected: Sequence[str], kind: str, task: Task
 ) -> None:
     problems: list[str] = []
     missing = [c for c in expected if c not in actual]
@@ -207,7 +185,7 @@ def _check_columns(
         m = _MANGLED_DUPLICATE.match(c)
         if m and m.group(1) in actual:
             hint = f" (column {m.group(1)!r} appears twice in the header)"
-        elif c == TARGET and kind == "test":
+        elif c == task.target_column and kind == "test":
             hint = " (a test file has no target)"
         elif c == FOLD and kind == "train":
             hint = " (this looks like a folds file)"
@@ -226,49 +204,54 @@ def _check_columns(
         raise SchemaError.from_problems(path, problems, note)
 
 
-def _id_problems(ids: pd.Series) -> list[tuple[int, int, str]]:
+def _id_problems(ids: pd.Series, column: str) -> list[tuple[int, int, str]]:
     problems: list[tuple[int, int, str]] = []
     first_seen: dict[str, int] = {}
     for i, value in enumerate(ids.astype(str)):
         if value.strip() == "":
-            problems.append((i, 0, f"{where(i, ID)}: empty Id"))
+            problems.append((i, 0, f"{where(i, column)}: empty Id"))
             continue
         if _BAD_ID_CHARS.search(value):
             problems.append(
                 (
                     i,
                     0,
-                    f"{where(i, ID)}: Id {value!r} contains whitespace, a path separator or a control "
+                    f"{where(i, column)}: Id {value!r} contains whitespace, a path separator or a control "
                     "character (it names the image file)",
                 )
             )
         if value in first_seen:
             j = first_seen[value]
-            problems.append((i, 0, f"{where(i, ID)}: duplicate Id {value!r} (also at {where(j)})"))
+            problems.append((i, 0, f"{where(i, column)}: duplicate Id {value!r} (also at {where(j)})"))
         else:
             first_seen[value] = i
     return problems
 
 
-def _int_column(
-    raw: pd.Series, col: str, lo: int, hi: int | None
+def _number_column(
+    raw: pd.Series, col: str, lo: float | None, hi: float | None, integer: bool
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Parse one integer column; '37.0' counts as 37 (pandas writes ints as floats once a NaN appeared)."""
+    """Parse one numeric column; for an integer one '37.0' counts as 37 (pandas writes ints as floats once a
+    NaN appeared)."""
     text = raw.astype(str).str.strip()
     missing = text.str.lower().isin(_NA_TOKENS).to_numpy()
     num = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64")
     not_number = ~missing & ~np.isfinite(num)
     valid = ~missing & ~not_number
     with np.errstate(invalid="ignore"):
-        not_int = valid & (num != np.floor(num))
+        not_int = valid & (num != np.floor(num)) if integer else np.zeros_like(missing)
+        too_small = num < lo if lo is not None else np.zeros_like(missing)
         too_big = num > hi if hi is not None else np.zeros_like(missing)
-        out_of_range = valid & ~not_int & ((num < lo) | too_big)
-    if hi is None:
-        wanted = f"an integer >= {lo}"
-    elif (lo, hi) == (0, 1):
+        out_of_range = valid & ~not_int & (too_small | too_big)
+    kind = "an integer" if integer else "a number"
+    if lo is None and hi is None:
+        wanted = "a finite number"
+    elif hi is None:
+        wanted = f"{kind} >= {lo:g}"
+    elif integer and (lo, hi) == (0, 1):
         wanted = "0 or 1"
     else:
-        wanted = f"an integer in {lo}..{hi}"
+        wanted = f"{kind} in {lo:g}..{hi:g}"
     problems: list[tuple[int, str]] = []
     bad = np.flatnonzero(missing | not_number | not_int | out_of_range)
     for i in bad:

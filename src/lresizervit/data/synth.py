@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from lresizervit.data.schema import ID, META_COLUMNS, TARGET
 from lresizervit.io_utils import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from lresizervit.task import PAWPULARITY, PAWPULARITY_METADATA, Task
+
+META_COLUMNS = PAWPULARITY_METADATA
 
 # Fraction of 1s per metadata column, roughly as in the real train.csv.
 META_RATES = (0.03, 0.77, 0.90, 0.86, 0.01, 0.07, 0.13, 0.05, 0.17, 0.17, 0.06, 0.07)
@@ -62,13 +64,33 @@ def _latents(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     }
 
 
-def _signal(lat: dict[str, np.ndarray], p: SynthParams) -> np.ndarray:
-    """The noise-free Pawpularity (before rounding and clipping)."""
+def _signal(lat: dict[str, np.ndarray], p: SynthParams, meta_columns=META_COLUMNS) -> np.ndarray:
+    """The noise-free Pawpularity (before rounding and clipping); only the metadata a data set shows has an
+    effect, so the noise floor stays what a perfect model of the visible inputs scores."""
     z = np.sqrt(12.0)  # a uniform(0, 1) variable has std 1/sqrt(12)
     y = 38.0 + p.w_size * (lat["size"] - 0.5) * z + p.w_detail * (lat["detail"] - 0.5) * z
     for col, eff in META_EFFECT.items():
-        y = y + eff * lat["meta"][:, META_COLUMNS.index(col)]
+        if col in meta_columns:
+            y = y + eff * lat["meta"][:, META_COLUMNS.index(col)]
     return y
+
+
+def _metadata(lat: dict[str, np.ndarray], task: Task, seed: int) -> pd.DataFrame:
+    """The task's metadata columns: Pawpularity's own names carry their simulated values; any other column
+    is a 0/1 draw with no effect (binary tasks) or, for non-binary ones, a noisy reading of the pet's size in
+    percent (a real number that helps, as a tabular feature of another data set would)."""
+    columns = {}
+    for i, col in enumerate(task.metadata_columns):
+        if col in META_COLUMNS:
+            columns[col] = lat["meta"][:, META_COLUMNS.index(col)]
+            continue
+        rng = np.random.default_rng([seed, i])
+        n = len(lat["size"])
+        if task.metadata_binary:
+            columns[col] = (rng.uniform(size=n) < 0.3).astype(np.int64)
+        else:
+            columns[col] = np.round(100.0 * lat["size"] + rng.normal(0.0, 10.0, n), 2)
+    return pd.DataFrame(columns, index=range(len(lat["size"])))
 
 
 def _detail_term(lat: dict[str, np.ndarray], p: SynthParams) -> np.ndarray:
@@ -130,11 +152,15 @@ def generate(
     n_test: int,
     params: SynthParams | None = None,
     workers: int | None = None,
+    task: Task = PAWPULARITY,
 ) -> dict:
-    """Write train.csv, test.csv, sample_submission.csv, train/*.jpg, test/*.jpg and generator.json.
+    """Write train.csv, test.csv, sample_submission.csv, the images and generator.json, in `task`'s layout
+    (columns, image paths, target range; Pawpularity's by default).
 
     Deterministic for `params.seed`. `test_labels.csv` holds the hidden test targets so the demo can
-    score its submission the way the leaderboard would; the competition data has no such file.
+    score its submission the way the leaderboard would; the competition data has no such file. The target
+    is the Pawpularity-like 1..100 signal mapped linearly onto `task.target_range` (rounded for integer
+    targets), so every RMSE in generator.json is in the task's units.
     """
     p = params or SynthParams()
     if n_train < 2 or n_test < 1:
@@ -145,10 +171,16 @@ def generate(
     rng = np.random.default_rng(p.seed)
     n = n_train + n_test
     lat = _latents(rng, n)
-    signal = _signal(lat, p)
-    target = np.clip(np.rint(signal + p.noise_std * lat["noise"]), 1, 100).astype(np.int64)
+    ID, TARGET = task.id_column, task.target_column
 
-    frame = pd.DataFrame(lat["meta"], columns=list(META_COLUMNS))
+    def to_task(y):  # 1..100 onto the task's range: the identity for Pawpularity
+        return task.lo + (np.asarray(y, np.float64) - 1.0) * (task.hi - task.lo) / 99.0
+
+    signal = _signal(lat, p, task.metadata_columns)
+    noisy = np.clip(to_task(signal + p.noise_std * lat["noise"]), task.lo, task.hi)
+    target = np.rint(noisy).astype(np.int64) if task.integer_target else np.round(noisy, 4)
+
+    frame = _metadata(lat, task, p.seed)
     frame.insert(0, ID, lat["ids"])
     train = frame.iloc[:n_train].copy()
     train[TARGET] = target[:n_train]
@@ -156,9 +188,9 @@ def generate(
 
     jobs = []
     for split, lo, hi in (("train", 0, n_train), ("test", n_train, n)):
-        (out / split).mkdir(parents=True, exist_ok=True)
         for i in range(lo, hi):
-            path = out / split / f"{lat['ids'][i]}.jpg"
+            path = task.image_file(out, split, lat["ids"][i])
+            path.parent.mkdir(parents=True, exist_ok=True)
             jobs.append((path, float(lat["size"][i]), float(lat["detail"][i]), int(lat["image_seed"][i]), p))
     workers = workers or min(4, os.cpu_count() or 1)
     if workers > 1 and len(jobs) > 16:
@@ -170,14 +202,15 @@ def generate(
 
     atomic_write_csv(out / "train.csv", train)
     atomic_write_csv(out / "test.csv", test)
-    atomic_write_csv(out / "sample_submission.csv", pd.DataFrame({ID: test[ID], TARGET: 38.0}))
+    atomic_write_csv(out / "sample_submission.csv", pd.DataFrame({ID: test[ID], TARGET: float(to_task(38.0))}))
     atomic_write_csv(out / "test_labels.csv", pd.DataFrame({ID: test[ID], TARGET: target[n_train:]}))
 
     y = target[:n_train].astype(np.float64)
-    clipped_signal = np.clip(signal[:n_train], 1, 100)
+    clipped_signal = np.clip(to_task(signal[:n_train]), task.lo, task.hi)
     info = {
         "generator": "lresizervit.data.synth",
         "params": asdict(p),
+        "task": asdict(task),
         "n_train": n_train,
         "n_test": n_test,
         "target_mean": float(y.mean()),
@@ -187,7 +220,7 @@ def generate(
         # What a perfect model that cannot see the stripes scores (it knows size and metadata; the stripes'
         # term has mean 0): the floor of a model whose input was resized until they vanished.
         "detail_blind_rmse": float(np.sqrt(np.mean(
-            (y - np.clip(signal[:n_train] - _detail_term(lat, p)[:n_train], 1, 100)) ** 2))),
+            (y - np.clip(to_task(signal[:n_train] - _detail_term(lat, p)[:n_train]), task.lo, task.hi)) ** 2))),
         # What predicting the train mean for every row scores.
         "constant_baseline_rmse": float(np.sqrt(np.mean((y - y.mean()) ** 2))),
     }

@@ -20,16 +20,10 @@ import numpy as np
 import pandas as pd
 
 from lresizervit.config import Config
-from lresizervit.data.folds import FOLD
-from lresizervit.data.schema import ID, META_COLUMNS, TARGET, TARGET_MAX, TARGET_MIN, check_images, read_table
+from lresizervit.data.schema import check_images, read_table
 from lresizervit.io_utils import atomic_write_csv, atomic_write_json, temp_path
-from lresizervit.training.trainer import rmse
-
-
-def svr_file(c: float) -> str:
-    """The fold's saved SVR head for one C: heads for several C (and every TTA's OOF cache) can coexist."""
-    return f"svr_c{c:g}.joblib"
-
+from lresizervit.run import METRICS_FILE, OOF_FILE, fold_models, oof_cache_files, read_oof, svr_file
+from lresizervit.task import FOLD, Task, rmse
 
 # ---------------------------------------------------------------------------------------------- blend weights
 
@@ -56,20 +50,20 @@ def fit_blend_weights(preds: np.ndarray, target: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
-def out_of_fold_blend(preds: np.ndarray, target: np.ndarray, folds: np.ndarray) -> np.ndarray:
-    """Each fold's rows blended by weights fitted on the other folds only, clipped to [1, 100]."""
+def out_of_fold_blend(preds: np.ndarray, target: np.ndarray, folds: np.ndarray, task: Task) -> np.ndarray:
+    """Each fold's rows blended by weights fitted on the other folds only, clipped to the target range."""
     preds, target, folds = np.asarray(preds, np.float64), np.asarray(target, np.float64), np.asarray(folds)
     out = np.empty(len(target))
     for k in np.unique(folds):
         held = folds == k
         out[held] = preds[held] @ fit_blend_weights(preds[~held], target[~held])
-    return np.clip(out, TARGET_MIN, TARGET_MAX)
+    return task.clip(out)
 
 
-def nested_blend_rmse(preds: np.ndarray, target: np.ndarray, folds: np.ndarray) -> float:
+def nested_blend_rmse(preds: np.ndarray, target: np.ndarray, folds: np.ndarray, task: Task) -> float:
     """What the weights are worth on rows they never saw (the plain blend CV reuses the rows that fitted
     them, which flatters it a little)."""
-    return rmse(target, out_of_fold_blend(preds, target, folds))
+    return rmse(target, out_of_fold_blend(preds, target, folds, task))
 
 
 # ------------------------------------------------------------------------------------------------- members
@@ -80,17 +74,18 @@ class Member:
     experiment: str
     kind: str  # "network" or "svr"
     tta: str
-    oof: pd.DataFrame | None  # Id, kfold, Pawpularity, pred; None when no OOF exists yet (single member only)
+    task: Task = field(repr=False)
+    oof: pd.DataFrame | None  # <id>, kfold, <target>, pred; None when no OOF exists yet (single member only)
     test: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
 
     @property
     def cv_rmse(self) -> float | None:
-        return None if self.oof is None else rmse(self.oof[TARGET], self.oof["pred"])
+        return None if self.oof is None else rmse(self.oof[self.task.target_column], self.oof["pred"])
 
 
 def _fold_fingerprint(fold_path: Path, model_path: Path) -> str:
     """Which trained model a cached OOF or SVR belongs to: a retrained fold rewrites its metrics.json."""
-    h = hashlib.sha1((fold_path / "metrics.json").read_bytes())
+    h = hashlib.sha1((fold_path / METRICS_FILE).read_bytes())
     h.update(str(model_path.stat().st_size).encode())
     return h.hexdigest()
 
@@ -137,21 +132,23 @@ class _SVRHead:
         return self.pipeline.predict(np.asarray(emb, np.float32))
 
 
-def _train_frame(data_dir: Path, oof: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def _train_frame(data_dir: Path, oof: pd.DataFrame, task: Task) -> tuple[pd.DataFrame, list[str]]:
     """The OOF rows with their metadata from train.csv and their image paths (for recomputing OOF / SVR)."""
     train_csv = data_dir / "train.csv"
-    train = read_table(train_csv, "train")
+    train = read_table(train_csv, "train", task)
+    ID = task.id_column
     missing = sorted(set(oof[ID]) - set(train[ID]))
     if missing:
-        raise ValueError(f"{train_csv}: {len(missing)} Ids of the experiment's oof.csv are missing, e.g. "
+        raise ValueError(f"{train_csv}: {len(missing)} ids of the experiment's oof.csv are missing, e.g. "
                          f"{missing[0]}: was it trained on another data set? (set --data-dir)")
-    frame = oof[[ID, FOLD, TARGET]].merge(train[[ID, *META_COLUMNS]], on=ID, how="left", validate="one_to_one")
-    return frame, check_images(frame, data_dir / "train", str(train_csv))
+    frame = oof[[ID, FOLD, task.target_column]].merge(train[[ID, *task.metadata_columns]], on=ID, how="left",
+                                                      validate="one_to_one")
+    return frame, check_images(frame, data_dir, "train", str(train_csv), task)
 
 
 def _read_oof(cfg: Config) -> pd.DataFrame | None:
-    path = cfg.run_dir / "oof.csv"
-    return pd.read_csv(path, dtype={ID: str}) if path.is_file() else None
+    path = cfg.run_dir / OOF_FILE
+    return read_oof(path, cfg.task.id_column) if path.is_file() else None
 
 
 def experiment_members(cfg: Config, data_dir: Path, test: pd.DataFrame, test_paths: list[str],
@@ -161,7 +158,6 @@ def experiment_members(cfg: Config, data_dir: Path, test: pd.DataFrame, test_pat
     The OOF written at training time is reused when it was predicted with the TTA asked for now; otherwise
     (or for the SVR) each fold model predicts its own validation rows again, cached in the run folder.
     """
-    from lresizervit.inference.predict import fold_models
     from lresizervit.models.regressor import load_model
     from lresizervit.models.tta import predict_models, tta_views
 
@@ -172,14 +168,14 @@ def experiment_members(cfg: Config, data_dir: Path, test: pd.DataFrame, test_pat
     prints = [_fold_fingerprint(p.parent, p) for p in model_paths]
     # None for folds trained before metrics.json recorded its TTA: their OOF is re-predicted, since the
     # saved config.yaml says only what the last fold trained used.
-    trained_tta = [json.loads((p.parent / "metrics.json").read_text()).get("tta") for p in model_paths]
+    trained_tta = [json.loads((p.parent / METRICS_FILE).read_text()).get("tta") for p in model_paths]
     saved_oof = _read_oof(cfg)
     t_load = time.perf_counter()
     models = [load_model(p) for p in model_paths]
     load_seconds = time.perf_counter() - t_load
 
     nn_oof = svr_oof = None
-    heads = _load_heads(model_paths, prints, cfg.predict.svr_c) if svr else None
+    heads = _load_heads(run, prints, cfg.predict.svr_c) if svr else None
     if saved_oof is not None and not svr and all(t == tta for t in trained_tta):
         nn_oof = saved_oof
     elif saved_oof is not None:
@@ -190,24 +186,24 @@ def experiment_members(cfg: Config, data_dir: Path, test: pd.DataFrame, test_pat
             nn_oof, svr_oof, fitted = _recompute_oof(cfg, data_dir, saved_oof, models, prints, model_paths)
             heads = fitted if svr else None
     elif need_oof or svr:
-        raise FileNotFoundError(f"{run / 'oof.csv'}: missing; run `python -m lresizervit cv CONFIG` "
+        raise FileNotFoundError(f"{run / OOF_FILE}: missing; run `python -m lresizervit cv CONFIG` "
                                 "(every fold must be trained) before blending or fitting the SVR head")
     if svr and heads is None:
-        raise FileNotFoundError(f"{model_paths[0].parent / svr_file(cfg.predict.svr_c)}: missing, and without "
-                                f"{run / 'oof.csv'} the SVR heads cannot be fitted")
+        raise FileNotFoundError(f"{svr_file(run, 0, cfg.predict.svr_c)}: missing, and without "
+                                f"{run / OOF_FILE} the SVR heads cannot be fitted")
 
     t0 = time.perf_counter()
-    ds = _dataset(cfg, test_paths, test[list(META_COLUMNS)].to_numpy("float32"))
+    ds = _dataset(cfg, test_paths, test[cfg.task.metadata_columns].to_numpy("float32"))
     if svr:
-        nn_test, svr_test = predict_models([_two_outputs(m) for m in models], ds, tta, heads)
+        nn_test, svr_test = predict_models([_two_outputs(m) for m in models], ds, tta, cfg.task, heads)
     else:
-        nn_test, svr_test = predict_models(models, ds, tta), None
+        nn_test, svr_test = predict_models(models, ds, tta, cfg.task), None
     seconds = time.perf_counter() - t0
     views = len(tta_views(tta))
     name = run.name
-    members = [Member(name, name, "network", tta, nn_oof, nn_test)]
+    members = [Member(name, name, "network", tta, cfg.task, nn_oof, nn_test)]
     if svr:
-        members.append(Member(f"{name}+svr", name, "svr", tta, svr_oof, svr_test))
+        members.append(Member(f"{name}+svr", name, "svr", tta, cfg.task, svr_oof, svr_test))
     timing = {"experiment": name, "models": len(models), "tta_views": views, "seconds": seconds,
               "load_seconds": load_seconds, "images_per_second": len(test) / max(seconds, 1e-9),
               "forward_passes_per_second": len(test) * len(models) * views / max(seconds, 1e-9)}
@@ -215,8 +211,7 @@ def experiment_members(cfg: Config, data_dir: Path, test: pd.DataFrame, test_pat
 
 
 def _cache_paths(cfg: Config) -> tuple[Path, Path]:
-    tag = f"{cfg.predict.tta}{f'_svr_c{cfg.predict.svr_c:g}' if cfg.predict.svr else ''}"
-    return cfg.run_dir / f"oof_{tag}.csv", cfg.run_dir / f"oof_{tag}.json"
+    return oof_cache_files(cfg.run_dir, cfg.predict.tta, cfg.predict.svr_c if cfg.predict.svr else None)
 
 
 def _cache_key(cfg: Config, prints: list[str]) -> dict:
@@ -230,9 +225,10 @@ def _read_cache(cfg: Config, prints: list[str]):
     try:
         if json.loads(key_path.read_text()) != _cache_key(cfg, prints):
             return None
-        cached = pd.read_csv(csv_path, dtype={ID: str})
-        svr_oof = cached[[ID, FOLD, TARGET]].assign(pred=cached["svr"]) if cfg.predict.svr else None
-        return cached[[ID, FOLD, TARGET, "pred"]], svr_oof
+        cached = read_oof(csv_path, cfg.task.id_column)
+        keys = [cfg.task.id_column, FOLD, cfg.task.target_column]
+        svr_oof = cached[keys].assign(pred=cached["svr"]) if cfg.predict.svr else None
+        return cached[[*keys, "pred"]], svr_oof
     except (OSError, ValueError, KeyError):
         return None
 
@@ -243,9 +239,11 @@ def _recompute_oof(cfg, data_dir, saved_oof, models, prints, model_paths):
     from lresizervit.models.tta import predict_models
 
     csv_path, key_path = _cache_paths(cfg)
-    frame, paths = _train_frame(data_dir, saved_oof)
-    meta = frame[list(META_COLUMNS)].to_numpy("float32")
-    out = frame[[ID, FOLD, TARGET]].copy()
+    task = cfg.task
+    keys = [task.id_column, FOLD, task.target_column]
+    frame, paths = _train_frame(data_dir, saved_oof, task)
+    meta = frame[task.metadata_columns].to_numpy("float32")
+    out = frame[keys].copy()
     out["pred"] = np.nan
     heads = []
     if cfg.predict.svr:
@@ -253,17 +251,18 @@ def _recompute_oof(cfg, data_dir, saved_oof, models, prints, model_paths):
     for k, model in enumerate(models):
         val = (frame[FOLD] == k).to_numpy()
         if not val.any():
-            raise ValueError(f"{cfg.run_dir / 'oof.csv'}: fold {k} has no rows")
+            raise ValueError(f"{cfg.run_dir / OOF_FILE}: fold {k} has no rows")
         val_paths = [p for p, v in zip(paths, val, strict=True) if v]
         val_ds = _dataset(cfg, val_paths, meta[val])
         if cfg.predict.svr:
             two = _two_outputs(model)
             head = _fit_head(cfg, two, [p for p, v in zip(paths, val, strict=True) if not v], meta[~val],
-                             frame.loc[~val, TARGET].to_numpy(np.float64), model_paths[k], prints[k])
-            out.loc[val, "pred"], out.loc[val, "svr"] = predict_models([two], val_ds, cfg.predict.tta, [head])
+                             frame.loc[~val, task.target_column].to_numpy(np.float64), k, prints[k])
+            out.loc[val, "pred"], out.loc[val, "svr"] = predict_models([two], val_ds, cfg.predict.tta, task,
+                                                                       [head])
             heads.append(head)
         else:
-            out.loc[val, "pred"] = predict_models([model], val_ds, cfg.predict.tta)
+            out.loc[val, "pred"] = predict_models([model], val_ds, cfg.predict.tta, task)
     def write():
         # The key goes first and last: a crash between the two writes leaves no key, never an old key
         # naming new rows.
@@ -272,8 +271,8 @@ def _recompute_oof(cfg, data_dir, saved_oof, models, prints, model_paths):
         atomic_write_json(key_path, _cache_key(cfg, prints))
 
     _best_effort(write, csv_path)
-    svr_oof = out[[ID, FOLD, TARGET]].assign(pred=out["svr"]) if cfg.predict.svr else None
-    return out[[ID, FOLD, TARGET, "pred"]], svr_oof, (heads or None)
+    svr_oof = out[keys].assign(pred=out["svr"]) if cfg.predict.svr else None
+    return out[[*keys, "pred"]], svr_oof, (heads or None)
 
 
 def _best_effort(write, path: Path) -> None:
@@ -285,7 +284,7 @@ def _best_effort(write, path: Path) -> None:
         print(f"note: could not cache {path} ({exc.strerror or exc}); it is recomputed next time", flush=True)
 
 
-def _fit_head(cfg, two_output_model, paths, meta, target, model_path: Path, fingerprint: str) -> _SVRHead:
+def _fit_head(cfg, two_output_model, paths, meta, target, fold: int, fingerprint: str) -> _SVRHead:
     """Fit scaler + SVR on the embeddings of one fold's training part; saved beside the fold model so an
     offline notebook only needs the test images."""
     import joblib
@@ -293,7 +292,7 @@ def _fit_head(cfg, two_output_model, paths, meta, target, model_path: Path, fing
     pipeline, backend = make_svr(cfg.predict.svr_c)
     emb = _embed(two_output_model, _dataset(cfg, paths, meta))
     pipeline.fit(emb, target)
-    path = model_path.parent / svr_file(cfg.predict.svr_c)
+    path = svr_file(cfg.run_dir, fold, cfg.predict.svr_c)
 
     def write():
         tmp = temp_path(path)
@@ -308,14 +307,14 @@ def _fit_head(cfg, two_output_model, paths, meta, target, model_path: Path, fing
     return _SVRHead(pipeline)
 
 
-def _load_heads(model_paths: list[Path], prints: list[str], svr_c: float) -> list[_SVRHead] | None:
+def _load_heads(run_dir: Path, prints: list[str], svr_c: float) -> list[_SVRHead] | None:
     """Every fold's saved SVR head, or None when one is missing, unreadable or was fitted for another model
     or C (the caller then fits them again)."""
     import joblib
 
     heads = []
-    for path, fp in zip(model_paths, prints, strict=True):
-        svr_path = path.parent / svr_file(svr_c)
+    for k, fp in enumerate(prints):
+        svr_path = svr_file(run_dir, k, svr_c)
         try:
             saved = joblib.load(svr_path)
             if saved.get("fingerprint") != fp or saved.get("svr_c") != svr_c:
@@ -329,7 +328,14 @@ def _load_heads(model_paths: list[Path], prints: list[str], svr_c: float) -> lis
 # ------------------------------------------------------------------------------------------------ ensemble
 
 def blend(members: list[Member]) -> dict:
-    """Fit the blend weights on the members' OOF (aligned by Id) and score them."""
+    """Fit the blend weights on the members' OOF (aligned by id) and score them."""
+    task = members[0].task
+    for m in members[1:]:
+        if (m.task.id_column, m.task.target_column, m.task.target_range) != \
+                (task.id_column, task.target_column, task.target_range):
+            raise ValueError(f"{m.experiment} was trained for another task than {members[0].experiment} "
+                             "(other id/target columns or target range): blend only one task's experiments")
+    ID, TARGET = task.id_column, task.target_column
     base = members[0].oof
     ids = set(base[ID])
     frames = []
@@ -347,11 +353,17 @@ def blend(members: list[Member]) -> dict:
                              "Ids: the experiments were trained on different labels")
     preds = np.column_stack([f["pred"].to_numpy(np.float64) for f in frames])
     w = fit_blend_weights(preds, target)
-    blended = np.clip(preds @ w, TARGET_MIN, TARGET_MAX)
+    blended = task.clip(preds @ w)
     folds = base[FOLD].to_numpy()
-    return {"weights": w, "cv_rmse": rmse(target, blended),
-            "cv_rmse_weights_out_of_fold": nested_blend_rmse(preds, target, folds) if len(members) > 1 else None,
+    nested = nested_blend_rmse(preds, target, folds, task) if len(members) > 1 else None
+    return {"weights": w, "cv_rmse": rmse(target, blended), "cv_rmse_weights_out_of_fold": nested,
             "n_oof": len(target)}
+
+
+def default_submission_path(cfgs: list[Config]) -> Path:
+    """`<predict.out_dir of the first>/<exp>[+<exp>...][+svr].csv`: a blend's name says what is in it."""
+    svr = "+svr" if any(c.predict.svr for c in cfgs) else ""
+    return Path(cfgs[0].predict.out_dir) / f"{'+'.join(c.run_dir.name for c in cfgs)}{svr}.csv"
 
 
 def run_ensemble(cfgs: list[Config], data_dir: str | os.PathLike, out_path: str | os.PathLike) -> dict:
@@ -364,8 +376,9 @@ def run_ensemble(cfgs: list[Config], data_dir: str | os.PathLike, out_path: str 
         raise ValueError(f"--out {out_path}: a submission file must end in .csv")
     data_dir = Path(data_dir)
     test_csv = data_dir / "test.csv"
-    test = read_table(test_csv, "test")
-    test_paths = check_images(test, data_dir / "test", str(test_csv))
+    task = cfgs[0].task
+    test = read_table(test_csv, "test", task)
+    test_paths = check_images(test, data_dir, "test", str(test_csv), task)
     names = [c.run_dir.name for c in cfgs]
     if len(set(names)) != len(names):
         raise ValueError(f"an experiment is named twice in {names}")
@@ -383,7 +396,8 @@ def run_ensemble(cfgs: list[Config], data_dir: str | os.PathLike, out_path: str 
              "n_oof": None if only.oof is None else len(only.oof)}
     pred = np.column_stack([m.test for m in members]) @ b["weights"]
     # Checked against test.csv read anew, not against the frame the predictions came in.
-    write_submission(test[ID], pred, read_table(test_csv, "test")[ID].tolist(), out_path)
+    ID, TARGET = task.id_column, task.target_column
+    write_submission(test[ID], pred, read_table(test_csv, "test", task)[ID].tolist(), out_path, task)
     seconds = sum(t["seconds"] for t in timings)
     summary = {
         "submission": str(out_path), "n_test": len(test),

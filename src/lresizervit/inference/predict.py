@@ -1,47 +1,21 @@
-"""The fold models of a trained experiment and its CV table. Predicting the test set (one experiment or a
-blend of several) lives in `ensemble.py`; the models are reloaded from `models/<exp>/`, never rebuilt from
-today's config defaults."""
+"""The CV table of a trained experiment. Predicting the test set (one experiment or a blend of several)
+lives in `ensemble.py`; the experiment folder's files are named in `run.py`."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from lresizervit.config import Config
-from lresizervit.training.trainer import MODEL_FILE, fold_dir
-
-
-def fold_models(run_dir: Path) -> list[Path]:
-    """The model of every fold, or an error naming the folds that are missing or unfinished."""
-    run_dir = Path(run_dir)
-    cv_path = run_dir / "cv.json"
-    metrics = sorted(run_dir.glob("fold_*/metrics.json"))
-    if cv_path.is_file():
-        n_folds = json.loads(cv_path.read_text())["n_folds"]
-    elif metrics:
-        n_folds = json.loads(metrics[0].read_text())["n_folds"]
-    else:
-        raise FileNotFoundError(f"{run_dir}: no trained fold (run bash train_folds.sh with its config)")
-    missing = [k for k in range(n_folds) if not (fold_dir(run_dir, k) / "metrics.json").is_file()
-               or not (fold_dir(run_dir, k) / MODEL_FILE).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{run_dir}: folds {missing} of {n_folds} are not trained; a submission from some folds only "
-            f"would silently differ from the CV. Train them: bash train_folds.sh CONFIG {' '.join(map(str, missing))}"
-        )
-    return [fold_dir(run_dir, k) / MODEL_FILE for k in range(n_folds)]
+from lresizervit.run import read_cv, read_metrics
 
 
 def format_table(cfg: Config, summary: dict | None = None) -> str:
     """The CV table the demo prints: per-fold val RMSE, CV RMSE, the baselines, the submission."""
-    cv_path = cfg.run_dir / "cv.json"
-    if not cv_path.is_file():
-        return f"{cv_path}: not written yet (every fold must finish first)"
-    cv = json.loads(cv_path.read_text())
+    cv = read_cv(cfg.run_dir)
+    if cv is None:
+        return f"{cfg.run_dir}: no CV yet (every fold must finish first)"
     lines = [f"experiment {cfg.name}  ({cfg.run_dir})", "", "| fold | val RMSE | best epoch | seconds |",
              "|---:|---:|---:|---:|"]
     for k in range(cv["n_folds"]):
-        m = json.loads((fold_dir(cfg.run_dir, k) / "metrics.json").read_text())
+        m = read_metrics(cfg.run_dir, k)
         lines.append(f"| {k} | {m['val_rmse']:.3f} | {m['best_epoch']} | {m['seconds']:.0f} |")
     const = cv["constant_baseline_rmse"]
     lines += [

@@ -1,5 +1,5 @@
-"""Write and check `submission.csv`: `Id,Pawpularity`, one row per test Id in test.csv's order, finite,
-in [1, 100]. A submission is written only after it passes, atomically, so a failed check never replaces
+"""Write and check `submission.csv`: `<id_column>,<target_column>` (Pawpularity: `Id,Pawpularity`), one row
+per test id in test.csv's order, finite, in the task's target range. A submission is written only after it passes, atomically, so a failed check never replaces
 or truncates an earlier file."""
 
 from __future__ import annotations
@@ -10,20 +10,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lresizervit.data.schema import ID, TARGET, TARGET_MAX, TARGET_MIN
 from lresizervit.io_utils import atomic_write_csv
-
-COLUMNS = [ID, TARGET]
+from lresizervit.task import Task
 
 
 class SubmissionError(ValueError):
     """A submission breaks the competition's format; the message names the file and the row."""
 
 
-def check_submission(sub: pd.DataFrame, test_ids, source: str = "submission") -> None:
+def check_submission(sub: pd.DataFrame, test_ids, task: Task, source: str = "submission") -> None:
     """Raise SubmissionError on the first problems (up to 5 listed) with row numbers (1-based data rows)."""
-    if list(sub.columns) != COLUMNS:
-        raise SubmissionError(f"{source}: header must be {','.join(COLUMNS)}, got {','.join(map(str, sub.columns))}")
+    ID, TARGET = task.id_column, task.target_column
+    columns = [ID, TARGET]
+    if list(sub.columns) != columns:
+        raise SubmissionError(f"{source}: header must be {','.join(columns)}, got {','.join(map(str, sub.columns))}")
     test_ids = [str(i) for i in test_ids]
     problems = []
     if len(sub) != len(test_ids):
@@ -49,23 +49,23 @@ def check_submission(sub: pd.DataFrame, test_ids, source: str = "submission") ->
             raw = sub[TARGET].iloc[row - 1]
             shown = repr(raw) if isinstance(raw, str) else str(raw)
             problems.append(f"row {row}, column {TARGET}: {shown} is not a finite number")
-        elif not TARGET_MIN <= v <= TARGET_MAX:
-            problems.append(f"row {row}, column {TARGET}: {v} is outside [{TARGET_MIN}, {TARGET_MAX}]")
+        elif not task.lo <= v <= task.hi:
+            problems.append(f"row {row}, column {TARGET}: {v} is outside [{task.lo:g}, {task.hi:g}]")
     if problems:
         more = f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else ""
         raise SubmissionError(f"{source}: " + "\n  ".join(["invalid submission:", *problems[:5]]) + more)
 
 
-def write_submission(ids, preds, test_ids, path: str | os.PathLike) -> Path:
-    """Clip to [1, 100], check against the test Ids, then write atomically."""
+def write_submission(ids, preds, test_ids, path: str | os.PathLike, task: Task) -> Path:
+    """Clip to the target range, check against the test ids, then write atomically."""
     preds = np.asarray(preds, dtype=np.float64).reshape(-1)
-    sub = pd.DataFrame({ID: [str(i) for i in ids], TARGET: np.clip(preds, TARGET_MIN, TARGET_MAX)})
+    sub = pd.DataFrame({task.id_column: [str(i) for i in ids], task.target_column: task.clip(preds)})
     # NaN survives np.clip: the check below still sees it, which is the point.
-    check_submission(sub, test_ids, source=str(path))
+    check_submission(sub, test_ids, task, source=str(path))
     return atomic_write_csv(path, sub)
 
 
-def validate_file(path: str | os.PathLike, test_csv: str | os.PathLike) -> int:
+def validate_file(path: str | os.PathLike, test_csv: str | os.PathLike, task: Task) -> int:
     """Check an existing submission file against test.csv; return its row count."""
     from lresizervit.data.schema import read_table
 
@@ -73,9 +73,9 @@ def validate_file(path: str | os.PathLike, test_csv: str | os.PathLike) -> int:
     if not path.is_file():
         raise SubmissionError(f"{path}: file not found")
     try:
-        sub = pd.read_csv(path, dtype={ID: str})
+        sub = pd.read_csv(path, dtype={task.id_column: str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise SubmissionError(f"{path}: not a readable CSV ({exc})") from None
-    test = read_table(test_csv, "test")
-    check_submission(sub, test[ID], source=str(path))
+    test = read_table(test_csv, "test", task)
+    check_submission(sub, test[task.id_column], task, source=str(path))
     return len(sub)

@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import tempfile
-import threading
 import urllib.parse
-import urllib.request
 
 import keras
 import tensorflow as tf
@@ -36,13 +33,12 @@ from keras import layers
 # registered wherever a saved model is reloaded.
 from lresizervit.models.keras_hub_backbone import build_keras_hub_backbone, is_keras_hub_spec
 from lresizervit.models.vit import VIT_VARIANTS, build_vit, get_vit_spec
+from lresizervit.net import unreachable
 
 SAVEDMODEL_PREFIX = "savedmodel:"
 HUB_PREFIX = "hub:"
 # The config key that sets the size the backbone sees; named in errors so the user knows what to change.
 TARGET_SIZE_KEY = "model.resizer.target_size"
-# Offline, an unresolvable host or a silently dropping firewall must not stall a run: probe this long at most.
-HUB_PROBE_TIMEOUT_S = 5.0
 
 
 class BackboneUnavailableError(FileNotFoundError):
@@ -147,34 +143,6 @@ def _hub_cache_dir_for(handle: str) -> str:
     return os.path.join(cache_dir, hashlib.sha1(handle.encode("utf8")).hexdigest())
 
 
-def _network_probe(url: str, timeout_s: float) -> str | None:
-    """None if the host (or the proxy urllib would use) accepts a TCP connection within timeout_s, else why."""
-    parsed = urllib.parse.urlparse(url)
-    scheme = "https" if parsed.scheme == "gs" else parsed.scheme
-    host = "storage.googleapis.com" if parsed.scheme == "gs" else parsed.hostname
-    port = parsed.port or (443 if scheme == "https" else 80)
-    proxy = urllib.request.getproxies().get(scheme)
-    if proxy:
-        proxy_url = urllib.parse.urlparse(proxy if "://" in proxy else f"http://{proxy}")
-        host, port = proxy_url.hostname, proxy_url.port or 80
-    failure: list[str] = []
-    done = threading.Event()
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout_s):
-                pass
-        except OSError as exc:
-            failure.append(f"cannot reach {host}:{port}: {exc}")
-        done.set()
-
-    # A thread, because name resolution (getaddrinfo) ignores socket timeouts and can hang for long offline.
-    threading.Thread(target=probe, daemon=True).start()
-    if not done.wait(timeout_s):
-        return f"no answer from {host}:{port} within {timeout_s:g} s"
-    return failure[0] if failure else None
-
-
 def _resolve_hub(spec: str, handle: str) -> str:
     import tensorflow_hub as hub
 
@@ -183,7 +151,8 @@ def _resolve_hub(spec: str, handle: str) -> str:
         cached = _hub_cache_dir_for(handle)
         if not (os.path.isdir(cached) and os.listdir(cached)):
             # hub.resolve has no timeout of its own; fail fast and say what to do instead.
-            why = _network_probe(handle, HUB_PROBE_TIMEOUT_S)
+            # A gs:// handle is read from Cloud Storage over HTTPS.
+            why = unreachable("https://storage.googleapis.com" if handle.startswith("gs://") else handle)
             if why is not None:
                 raise BackboneUnavailableError(f"{_offline_advice(spec)} ({why})")
     try:

@@ -1,58 +1,87 @@
-"""The whole model: pixels → resizer → ViT → (+ metadata MLP) → head → Pawpularity.
+"""The whole model: pixels → resizer → backbone → (+ metadata MLP) → head → the target.
 
-Everything outside the model is in Pawpularity units (1..100): labels, predictions and the RMSE metric.
-The /100 of the BCE trick lives inside the losses below, so no caller can read a 0..1 number as a score.
+Everything outside the model is in the target's units (the task's `target_range`, e.g. Pawpularity 1..100):
+labels, predictions and the RMSE metric. The scaling to 0..1 of the BCE trick lives inside the losses
+below, so no caller can read a 0..1 number as a score.
 """
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from lresizervit.config import ModelConfig
-from lresizervit.data.schema import META_COLUMNS
 from lresizervit.models.backbones import backbone_patch_size, build_backbone
 from lresizervit.models.resizer import ConvAfterResize, FixedResize, LearnableResizer
+from lresizervit.task import Task
 
-TARGET_SCALE = 100.0
+
+class _RangeLoss(keras.losses.Loss):
+    """A loss on the 0..1 scale: y -> (y - lo) / (hi - lo) for labels and predictions alike."""
+
+    def __init__(self, lo: float, hi: float, **kwargs):
+        super().__init__(**kwargs)
+        self.lo, self.hi = float(lo), float(hi)
+
+    def _unit(self, y, shape):
+        return (ops.cast(ops.reshape(y, shape), "float32") - self.lo) / (self.hi - self.lo)
+
+    def get_config(self):
+        return {**super().get_config(), "lo": self.lo, "hi": self.hi}
 
 
 @keras.saving.register_keras_serializable(package="lresizervit")
-class PawpularityBCE(keras.losses.Loss):
-    """BCE on Pawpularity/100 against the sigmoid head's output (also /100): the winning teams' loss."""
+class RangeBCE(_RangeLoss):
+    """BCE on the target scaled to 0..1 against the sigmoid head's output (scaled back the same way): the
+    winning Pawpularity teams' loss."""
 
-    def __init__(self, label_smoothing: float = 0.0, name: str = "pawpularity_bce", **kwargs):
-        super().__init__(name=name, **kwargs)
+    def __init__(self, lo: float, hi: float, label_smoothing: float = 0.0, name: str = "range_bce", **kwargs):
+        super().__init__(lo, hi, name=name, **kwargs)
         self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
-        y_true = ops.cast(ops.reshape(y_true, (-1, 1)), "float32") / TARGET_SCALE
-        y_pred = ops.cast(ops.reshape(y_pred, (-1, 1)), "float32") / TARGET_SCALE
-        return keras.losses.binary_crossentropy(y_true, y_pred, label_smoothing=self.label_smoothing)
+        return keras.losses.binary_crossentropy(self._unit(y_true, (-1, 1)), self._unit(y_pred, (-1, 1)),
+                                                label_smoothing=self.label_smoothing)
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 @keras.saving.register_keras_serializable(package="lresizervit")
-class PawpularityMSE(keras.losses.Loss):
-    """MSE on the 0..1 scale (same optimum as on 1..100, gradients of a sane size)."""
+class RangeMSE(_RangeLoss):
+    """MSE on the 0..1 scale (same optimum as in the target's units, gradients of a sane size)."""
 
-    def __init__(self, name: str = "pawpularity_mse", **kwargs):
-        super().__init__(name=name, **kwargs)
+    def __init__(self, lo: float, hi: float, name: str = "range_mse", **kwargs):
+        super().__init__(lo, hi, name=name, **kwargs)
 
     def call(self, y_true, y_pred):
-        y_true = ops.cast(ops.reshape(y_true, (-1,)), "float32") / TARGET_SCALE
-        y_pred = ops.cast(ops.reshape(y_pred, (-1,)), "float32") / TARGET_SCALE
-        return ops.square(y_true - y_pred)
+        return ops.square(self._unit(y_true, (-1,)) - self._unit(y_pred, (-1,)))
 
 
-def make_loss(cfg: ModelConfig) -> keras.losses.Loss:
+def make_loss(cfg: ModelConfig, task: Task) -> keras.losses.Loss:
     if cfg.loss == "bce":
-        return PawpularityBCE(cfg.label_smoothing)
+        return RangeBCE(task.lo, task.hi, cfg.label_smoothing)
     if cfg.loss == "mse":
-        return PawpularityMSE()
+        return RangeMSE(task.lo, task.hi)
     raise ValueError(f"model.loss must be 'bce' or 'mse', got {cfg.loss!r}")
+
+
+def metadata_stats(train_df, task: Task) -> tuple[list[float], list[float]] | None:
+    """(mean, variance) per metadata column from the fold's training rows, for the model to standardise
+    with; 0/1 columns get (0, 1), i.e. pass as they are. None when every column is 0/1 (the model then has
+    no standardisation layer at all, exactly as before non-binary metadata existed)."""
+    cols = task.metadata_columns
+    if not cols:
+        return None
+    values = train_df[cols].to_numpy(np.float64)
+    binary = np.isin(values, (0.0, 1.0)).all(axis=0)
+    if binary.all():
+        return None
+    mean = np.where(binary, 0.0, values.mean(axis=0))
+    # A constant column has variance 0: dividing by it would turn any new value into inf.
+    var = np.where(binary, 1.0, np.maximum(values.var(axis=0), 1e-12))
+    return mean.tolist(), var.tolist()
 
 
 @keras.saving.register_keras_serializable(package="lresizervit")
@@ -81,10 +110,14 @@ class BranchDropout(layers.Layer):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
-def build_regressor(cfg: ModelConfig, image_size: int) -> keras.Model:
-    """Inputs: {"image": uint8 [B, S, S, 3], "metadata": float32 [B, 12]}; output: Pawpularity [B, 1].
+def build_regressor(cfg: ModelConfig, image_size: int, task: Task,
+                    metadata_stats: tuple[list[float], list[float]] | None = None,
+                    target_mean: float | None = None) -> keras.Model:
+    """Inputs: {"image": uint8 [B, S, S, 3], "metadata": float32 [B, M]}; output: the target [B, 1].
 
-    The layer named "embeddings" holds the fused features before the head (see `embedding_model`).
+    M is the task's number of metadata columns. `metadata_stats` (see `metadata_stats`) standardise
+    non-binary columns inside the model, so prediction needs nothing else; `target_mean` (the fold's) is
+    where the MSE head starts. The layer named "embeddings" holds the fused features before the head.
     """
     rc = cfg.resizer
     patch = backbone_patch_size(cfg.backbone.name)
@@ -95,7 +128,7 @@ def build_regressor(cfg: ModelConfig, image_size: int) -> keras.Model:
             f"{key} {backbone_size} is not divisible by the patch size {patch} of backbone {cfg.backbone.name!r}"
         )
     image = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
-    metadata = keras.Input((len(META_COLUMNS),), dtype="float32", name="metadata")
+    metadata = keras.Input((len(task.metadata_columns),), dtype="float32", name="metadata")
 
     # Pixels arrive as uint8 (4x smaller tf.data buffers); scale to [-1, 1] here, the range TF-Hub ViTs expect.
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_pixels")(ops.cast(image, "float32"))
@@ -117,7 +150,11 @@ def build_regressor(cfg: ModelConfig, image_size: int) -> keras.Model:
                               dropout=cfg.backbone.dropout, size_key=key)
     features = backbone(x)
     if cfg.fusion == "concat":
-        m = BranchDropout(cfg.metadata_dropout, name="metadata_dropout")(metadata)
+        m = metadata
+        if metadata_stats is not None:
+            mean, var = metadata_stats
+            m = layers.Normalization(mean=mean, variance=var, name="metadata_standardise")(m)
+        m = BranchDropout(cfg.metadata_dropout, name="metadata_dropout")(m)
         m = layers.Dense(cfg.metadata_units, activation="gelu", name="metadata_mlp")(m)
         features = layers.Concatenate(name="fuse")([ops.cast(features, m.dtype), m])
     elif cfg.fusion != "none":
@@ -130,10 +167,12 @@ def build_regressor(cfg: ModelConfig, image_size: int) -> keras.Model:
     if cfg.loss == "bce":
         out = layers.Dense(1, activation="sigmoid", name="head_out", dtype="float32")(h)
     else:
-        # Start at the competition's mean (0.38 on the 0..1 scale) so early epochs are not spent finding it.
-        out = layers.Dense(1, bias_initializer=keras.initializers.Constant(0.38), name="head_out",
+        # Start at the training rows' mean (on the 0..1 scale) so early epochs are not spent finding it.
+        start = 0.5 if target_mean is None else (target_mean - task.lo) / (task.hi - task.lo)
+        out = layers.Dense(1, bias_initializer=keras.initializers.Constant(start), name="head_out",
                            dtype="float32")(h)
-    out = layers.Rescaling(TARGET_SCALE, name="pawpularity", dtype="float32")(out)
+    # Back from 0..1 to the target's units: lo + (hi - lo) * x.
+    out = layers.Rescaling(task.hi - task.lo, offset=task.lo, name="target", dtype="float32")(out)
     return keras.Model({"image": image, "metadata": metadata}, out, name="lresizervit")
 
 

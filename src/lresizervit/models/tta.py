@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from lresizervit.data.schema import TARGET_MAX, TARGET_MIN
+from lresizervit.task import Task
 
 # none: the image as loaded; hflip: + its mirror; flip_zoom: + a centre zoom (90 % crop scaled back) of both.
 TTA_MODES = ("none", "hflip", "flip_zoom")
@@ -44,9 +44,9 @@ def tta_views(tta: str) -> list[Callable[[dict], dict]]:
     return views
 
 
-def predict_models(models: list, ds, tta: str,
+def predict_models(models: list, ds, tta: str, task: Task,
                    heads: Sequence[Callable[[np.ndarray], np.ndarray]] | None = None):
-    """Average every model over every TTA view of `ds`, clipped to [1, 100].
+    """Average every model over every TTA view of `ds`, clipped to the task's target range.
 
     One pass over the data: each batch is decoded once and run through all models and views, so nothing
     has to be cached (a cached hidden test set at 512 px would take gigabytes).
@@ -74,7 +74,6 @@ def predict_models(models: list, ds, tta: str,
         head_chunks.append(head_total / n)
 
     def finish(chunks):
-        pred = np.concatenate(chunks) if chunks else np.zeros(0)
-        return np.clip(pred, TARGET_MIN, TARGET_MAX)
+        return task.clip(np.concatenate(chunks) if chunks else np.zeros(0))
 
     return finish(nn_chunks) if heads is None else (finish(nn_chunks), finish(head_chunks))

@@ -1,48 +1,38 @@
-"""TFRecord shards: round trip, fold filtering, the loader's element structure, pure-TF ops, manifest checks."""
+"""TFRecord shards: round trip, fold filtering, manifest checks, and the loader's elements (both augment paths)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import tensorflow as tf
 from PIL import Image
 
-from lresizervit.data import augment, tfrecords
 from lresizervit.data.decode import load_image
 from lresizervit.data.pipeline import make_dataset
-from lresizervit.data.schema import FOLD, ID, META_COLUMNS, TARGET, TEST_COLUMNS, TRAIN_COLUMNS
-from lresizervit.data.tfrecords import (
+from lresizervit.data.records import writer
+from lresizervit.data.records.manifest import (
     TFRecordsError,
     check_matches_frame,
     default_tfrecords_dir,
-    make_tfrecord_dataset,
     read_manifest,
-    read_tfrecords,
     records_per_fold,
-    tf_eval_crop,
-    tf_train_augment,
-    write_tfrecords,
 )
+from lresizervit.data.records.reader import make_tfrecord_dataset, read_tfrecords
+from lresizervit.data.records.writer import write_tfrecords
+from tests.conftest import photo_like
+from tests.facts import FOLD, ID, META_COLUMNS, TARGET, TASK, TEST_COLUMNS, TRAIN_COLUMNS
 
 S = 32
+# The fixture keeps train and test images in one folder: a task whose image layout says so.
+IMAGES = dataclasses.replace(TASK, image_path="images/{id}.jpg")
 N_TRAIN, N_TEST, N_FOLDS = 18, 4, 3
-NO_AUG = {"hflip_p": 0.0, "color_jitter_p": 0.0, "coarse_dropout_p": 0.0}
-
-
-def _photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A smooth gradient with a disc: photo-like, so JPEG re-encoding errors stay small."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    c0, c1 = rng.uniform(30, 220, 3), rng.uniform(30, 220, 3)
-    t = (xx / max(w - 1, 1) + yy / max(h - 1, 1))[..., None] / 2
-    img = c0 * (1 - t) + c1 * t
-    disc = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (min(h, w) / 4) ** 2
-    img[disc] = rng.uniform(0, 255, 3)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +46,7 @@ def data(tmp_path_factory) -> dict:
     ids = [f"{i:02d}{rng.bytes(4).hex()}" for i in range(n)]
     for i, image_id in enumerate(ids):
         h, w = (20, 28) if i == 3 else (int(rng.integers(40, 160)), int(rng.integers(40, 160)))
-        img = Image.fromarray(_photo(rng, h, w))
+        img = Image.fromarray(photo_like(rng, h, w))
         if i == 5:
             exif = Image.Exif()
             exif[0x0112] = 6  # "rotate 90 degrees clockwise": load_image transposes it
@@ -75,8 +65,8 @@ def data(tmp_path_factory) -> dict:
 
     train_dir, test_dir = root / "train_rec", root / "test_rec"
     # 3 shards of a fold-sorted frame: each fold lives in 1-2 shards, so fold selection skips and filters.
-    write_tfrecords(train, image_dir, train_dir, S, num_shards=3, workers=1)
-    write_tfrecords(test, image_dir, test_dir, S, workers=1)
+    write_tfrecords(train, root, train_dir, S, IMAGES, num_shards=3, workers=1)
+    write_tfrecords(test, root, test_dir, S, IMAGES, workers=1)
     return {
         "root": root,
         "images": image_dir,
@@ -146,11 +136,11 @@ def test_manifest_describes_the_directory(data):
     assert names == [f"train-{i:05d}-of-00003.tfrec" for i in range(3)]
     assert [s["file"] for s in m["shards"]] == names and sum(s["count"] for s in m["shards"]) == N_TRAIN
     assert not list(data["train_dir"].glob(".*"))  # no temp files left
-    check_matches_frame(data["train_dir"], data["train"], S)
+    check_matches_frame(data["train_dir"], data["train"], S, IMAGES)
     moved = data["train"].copy()
     moved.loc[0, FOLD] = (moved.loc[0, FOLD] + 1) % N_FOLDS
     with pytest.raises(TFRecordsError, match="written from other rows"):
-        check_matches_frame(data["train_dir"], moved)
+        check_matches_frame(data["train_dir"], moved, None, IMAGES)
 
 
 def test_test_records_have_no_target_and_yield_dicts_only(data):
@@ -179,17 +169,17 @@ def test_test_records_have_no_target_and_yield_dicts_only(data):
 
 
 def test_worker_processes_write_the_same_bytes(data, tmp_path, monkeypatch):
-    monkeypatch.setattr(tfrecords, "_MIN_ROWS_FOR_WORKERS", 0)
-    write_tfrecords(data["train"], data["images"], tmp_path, S, num_shards=3, workers=2)
+    monkeypatch.setattr(writer, "_MIN_ROWS_FOR_WORKERS", 0)
+    write_tfrecords(data["train"], data["root"], tmp_path, S, IMAGES, num_shards=3, workers=2)
     for shard in read_manifest(data["train_dir"])["shards"]:
         assert (tmp_path / shard["file"]).read_bytes() == (data["train_dir"] / shard["file"]).read_bytes()
 
 
 def test_auto_shard_count_and_rewrite_removes_stale_shards(data, tmp_path, monkeypatch):
     df = data["train"].iloc[:6]
-    assert len(write_tfrecords(df, data["images"], tmp_path, S, workers=1)["shards"]) == 1
-    monkeypatch.setattr(tfrecords, "MAX_SHARD_BYTES", 4000)  # a few records per shard
-    m = write_tfrecords(df, data["images"], tmp_path, S, workers=1)
+    assert len(write_tfrecords(df, data["root"], tmp_path, S, IMAGES, workers=1)["shards"]) == 1
+    monkeypatch.setattr(writer, "MAX_SHARD_BYTES", 4000)  # a few records per shard
+    m = write_tfrecords(df, data["root"], tmp_path, S, IMAGES, workers=1)
     assert len(m["shards"]) > 1
     assert sorted(p.name for p in tmp_path.glob("*.tfrec")) == [s["file"] for s in m["shards"]]
     assert sorted(r["id"].decode() for r in _read_all(tmp_path)) == sorted(df[ID])
@@ -197,16 +187,16 @@ def test_auto_shard_count_and_rewrite_removes_stale_shards(data, tmp_path, monke
 
 def test_failed_write_leaves_no_manifest_and_no_temp_files(data, tmp_path):
     df = data["train"].iloc[:4]
-    write_tfrecords(df, data["images"], tmp_path, S, workers=1)
+    write_tfrecords(df, data["root"], tmp_path, S, IMAGES, workers=1)
     broken = df.copy()
     broken.loc[broken.index[2], ID] = "does-not-exist"
     # Caught while sizing the shards: the previous records are untouched and still valid.
     with pytest.raises(ValueError, match="does-not-exist"):
-        write_tfrecords(broken, data["images"], tmp_path, S, workers=1)
+        write_tfrecords(broken, data["root"], tmp_path, S, IMAGES, workers=1)
     assert records_per_fold(tmp_path) == df[FOLD].value_counts().sort_index().to_dict()
     # Caught mid-write: the manifest is gone, so no reader mixes old and new shards.
     with pytest.raises(ValueError, match="does-not-exist"):
-        write_tfrecords(broken, data["images"], tmp_path, S, num_shards=2, workers=1)
+        write_tfrecords(broken, data["root"], tmp_path, S, IMAGES, num_shards=2, workers=1)
     assert not (tmp_path / "manifest.json").exists()
     assert not list(tmp_path.glob(".*"))
     with pytest.raises(TFRecordsError, match="half-written"):
@@ -215,9 +205,9 @@ def test_failed_write_leaves_no_manifest_and_no_temp_files(data, tmp_path):
 
 def test_bad_frames_are_refused(data, tmp_path):
     with pytest.raises(ValueError, match="duplicate Id"):
-        write_tfrecords(pd.concat([data["test"], data["test"]]), data["images"], tmp_path, S)
+        write_tfrecords(pd.concat([data["test"], data["test"]]), data["root"], tmp_path, S, IMAGES)
     with pytest.raises(ValueError, match="lacks the column"):
-        write_tfrecords(data["test"].drop(columns=["Eyes"]), data["images"], tmp_path, S)
+        write_tfrecords(data["test"].drop(columns=["Eyes"]), data["root"], tmp_path, S, IMAGES)
 
 
 # --- manifest checks ----------------------------------------------------------------------------------------
@@ -401,65 +391,20 @@ def test_bad_augment_kwargs_fail_like_the_albumentations_path(data):
             )
 
 
-# --- pure-TF augmentation ops: eagerly and inside tf.data ---------------------------------------------------
-
-
-def _run_both_ways(fn, image: np.ndarray) -> list[np.ndarray]:
-    eager = fn(tf.constant(image)).numpy()
-    graph = next(iter(tf.data.Dataset.from_tensors(image).map(fn))).numpy()
-    return [eager, graph]
-
-
-def test_tf_train_augment_defaults_are_the_albumentations_defaults():
-    assert tfrecords._keyword_defaults(tf_train_augment) == tfrecords._keyword_defaults(augment.train_steps)
-
-
-@pytest.mark.parametrize("shape", [(S, 57), (71, S), (S, S)])
-def test_tf_train_augment_output_is_square(shape):
-    image = _photo(np.random.default_rng(1), *shape)
-    for i in range(4):
-        for out in _run_both_ways(lambda x, i=i: tf_train_augment(x, tf.constant([i, 7]), S), image):
-            assert out.shape == (S, S, 3) and out.dtype == np.uint8
-    assert tf_eval_crop(tf.constant(image), S).shape == (S, S, 3)
-
-
-def test_tf_train_augment_with_no_op_is_identity_and_flip_flips():
-    image = _photo(np.random.default_rng(2), S, S)
-    seed = tf.constant([3, 4])
-    identity = {"crop_scale_min": 1.0, **NO_AUG}
-    for out in _run_both_ways(lambda x: tf_train_augment(x, seed, S, **identity), image):
-        np.testing.assert_array_equal(out, image)
-    flip = {**identity, "hflip_p": 1.0}
-    for out in _run_both_ways(lambda x: tf_train_augment(x, seed, S, **flip), image):
-        np.testing.assert_array_equal(out, image[:, ::-1])
-
-
-def test_tf_coarse_dropout_zeroes_whole_pixels_in_1_to_4_small_holes():
-    size = 64
-    image = np.full((size, size, 3), 200, np.uint8)
-    kwargs = {"crop_scale_min": 1.0, **NO_AUG, "coarse_dropout_p": 1.0}
-    for i in range(5):
-        for out in _run_both_ways(
-            lambda x, i=i: tf_train_augment(x, tf.constant([i, 0]), size, **kwargs), image
-        ):
-            zero = (out == 0).all(axis=2)
-            assert ((out == 0) | (out == 200)).all() and (zero == (out == 0).any(axis=2)).all()
-            # at least one hole of >= 3 x 3 px (5 % of 64), at most four of <= 10 x 10 px (15 %)
-            assert 9 <= zero.sum() <= 4 * 10 * 10
-
-
-def test_tf_color_jitter_is_mild_and_crop_window_stays_inside():
-    image = _photo(np.random.default_rng(3), S, S)
-    kwargs = {"crop_scale_min": 1.0, **NO_AUG, "color_jitter_p": 1.0}
-    outs = [tf_train_augment(tf.constant(image), tf.constant([i, 1]), S, **kwargs).numpy() for i in range(3)]
-    assert all(not np.array_equal(o, image) for o in outs)
-    assert all(np.abs(o.astype(np.int16) - image).mean() < 0.25 * 255 for o in outs)
-    for i in range(30):
-        y, x, side = (
-            int(v)
-            for v in tfrecords._crop_window(tf.constant(40), tf.constant(90), tf.constant([i, 2]), 0.49)
-        )
-        assert round(0.7 * 40) <= side <= 40 and 0 <= y <= 40 - side and 0 <= x <= 90 - side
+def test_pure_tf_loader_runs_without_albumentations(data):
+    # A TPU input host may lack albumentations: the pure-TF path must neither import nor need it.
+    code = f"""
+import sys
+sys.modules["albumentations"] = None  # any import of it now raises ImportError
+from lresizervit.data.records.reader import make_tfrecord_dataset
+for training in (True, False):
+    ds = make_tfrecord_dataset({str(data["train_dir"])!r}, folds=[0], image_size={S}, batch_size=2,
+                               training=training, pure_tf=True)
+    assert next(iter(ds))[0]["image"].shape == (2, {S}, {S}, 3)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
 def test_tfrecord_dirs_accept_pathlike_and_str(data):

@@ -1,0 +1,94 @@
+"""`python -m lresizervit kaggle {download,package,submit}`: parsing and printing only."""
+
+from __future__ import annotations
+
+import argparse
+
+from lresizervit.kaggle_io.download import download_competition
+from lresizervit.kaggle_io.package import DEFAULT_LICENSE, package_experiment
+from lresizervit.kaggle_io.submit import submit
+
+DEFAULT_CONFIG = "configs/default.yaml"
+
+
+def _config(args):
+    """The config whose task names the competition (and whose data.dir holds test.csv): --config, else
+    configs/default.yaml where it exists, else the defaults (Pawpularity)."""
+    from pathlib import Path
+
+    from lresizervit.config import load_config
+
+    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
+    return load_config(path, tuple(args.set or ()))
+
+
+def cmd_download(args) -> None:
+    download_competition(args.competition or _config(args).task.competition, args.dest, force=args.force)
+
+
+def cmd_package(args) -> None:
+    given = {"tta": args.tta, "svr": args.svr, "svr_c": args.svr_c}
+    info = package_experiment(args.exp, dataset=args.dataset, title=args.title, license_name=args.license,
+                              predict_settings={k: v for k, v in given.items() if v is not None})
+    run_dir, pred = info["run_dir"], info["predict"]
+    print(f"wrote {run_dir / 'dataset-metadata.json'} (id {info['id']}, title {info['title']!r}) and "
+          f"{info['wheel'].name}; {info['folds']} folds, {info['bytes'] / 2**20:.1f} MiB in all")
+    print(f"the notebook will predict with tta={pred.tta}, svr={pred.svr}" + (f" (C={pred.svr_c:g})" if pred.svr
+          else "") + f": the predict section of {run_dir / 'config.yaml'} (change it with --tta / --svr)")
+    if pred.svr and not info["svr_heads_saved"]:
+        print(f"note: no saved SVR heads for C={pred.svr_c:g}: the notebook will fit them from the training "
+              f"images; run `python predict.py {run_dir} --svr` here first to ship them")
+    print(f"upload:  kaggle datasets create -p {run_dir} --dir-mode zip     "
+          f"(a new version: kaggle datasets version -p {run_dir} --dir-mode zip -m MSG)")
+
+
+def cmd_submit(args) -> None:
+    from pathlib import Path
+
+    cfg = _config(args)
+    competition = args.competition or cfg.task.competition
+    test_csv = args.test_csv or Path(cfg.data.dir) / "test.csv"
+    answer = submit(args.file, args.message, competition, test_csv, cfg.task, kernel=args.kernel,
+                    kernel_version=args.kernel_version)
+    print(f"{args.file} -> {competition}: {answer}")
+
+
+def _with_config(sp):
+    sp.add_argument("--config", default=None, help=f"whose task names the competition and whose data.dir holds "
+                    f"test.csv (default: {DEFAULT_CONFIG} if present, else Pawpularity's)")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    return sp
+
+
+def add_subparsers(sub) -> None:
+    """`python -m lresizervit kaggle {download,package,submit}`."""
+    kp = sub.add_parser("kaggle", help="download the data, package an experiment as a dataset, submit")
+    ksub = kp.add_subparsers(dest="kaggle_command", required=True)
+
+    sp = _with_config(ksub.add_parser("download", help="competition files into DEST/<competition>/, unzipped"))
+    sp.add_argument("--competition", default=None, help="Kaggle slug (default: the config's task.competition)")
+    sp.add_argument("--dest", default="input", help="parent folder (default: input)")
+    sp.add_argument("--force", action="store_true", help="download again and replace an existing folder")
+    sp.set_defaults(func=cmd_download)
+
+    sp = ksub.add_parser("package", help="write dataset-metadata.json and a wheel into models/<exp>/")
+    sp.add_argument("exp", metavar="EXP_DIR_OR_CONFIG", help="models/<exp>/ or the experiment's config YAML")
+    sp.add_argument("--dataset", default=None,
+                    help="USER/SLUG or SLUG (default: KAGGLE_USERNAME or kaggle.json's username / lresizervit-<exp>)")
+    sp.add_argument("--title", default=None, help="dataset title, 6-50 characters (default: LResizerViT <exp>)")
+    sp.add_argument("--license", default=DEFAULT_LICENSE, help=f"dataset license name (default {DEFAULT_LICENSE})")
+    sp.add_argument("--tta", default=None, help="predict.tta the notebook uses: none, hflip, flip_zoom")
+    sp.add_argument("--svr", action=argparse.BooleanOptionalAction, default=None,
+                    help="whether the notebook adds the SVR heads (predict.svr)")
+    sp.add_argument("--svr-c", type=float, default=None, help="predict.svr_c the notebook uses")
+    sp.set_defaults(func=cmd_package)
+
+    sp = _with_config(ksub.add_parser("submit", help="check a submission against test.csv, then submit it"))
+    sp.add_argument("file")
+    sp.add_argument("-m", "--message", required=True)
+    sp.add_argument("--competition", default=None, help="Kaggle slug (default: the config's task.competition)")
+    sp.add_argument("--test-csv", default=None, help="checked against (default: <data.dir>/test.csv)")
+    sp.add_argument("--kernel", default=None, metavar="OWNER/NOTEBOOK",
+                    help="code competition: submit this notebook's output file named like FILE")
+    sp.add_argument("--kernel-version", type=int, default=None)
+    sp.set_defaults(func=cmd_submit)

@@ -1,0 +1,258 @@
+"""The experiment folder `models/<exp>/`: every path and file name in it, which config it was trained with,
+and reading what its folds wrote. No other module spells these names.
+
+    config.yaml              the resolved config that trained it; prediction rebuilds from it
+    fold_<k>/model.keras     the best epoch by val RMSE
+    fold_<k>/history.csv     one row per epoch
+    fold_<k>/oof.csv         <id>, kfold, <target>, pred   (predicted by the best model)
+    fold_<k>/metrics.json    val RMSE, epochs, seconds, images/s; written last = the fold is complete
+    fold_<k>/backup/         the last completed epoch (weights, optimizer, epoch) while training
+    fold_<k>/logs/           TensorBoard logs
+    fold_<k>/svr_c<C>.joblib the fold's SVR head for one C (predict --svr)
+    oof.csv, cv.json         every fold's OOF concatenated, and the CV; once every fold is complete
+    oof_<tag>.csv/.json      OOF re-predicted with another TTA (and SVR), keyed by the folds' fingerprints
+    report/                  figures + report.md
+    dataset-metadata.json    written by `kaggle package`
+
+An experiment is named on the command line by its config YAML (the folder is `<output_dir>/<name>/`) or by
+the folder itself (e.g. an attached Kaggle dataset): `experiment_config` resolves both the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lresizervit.config import Config, ConfigError, config_from_dict, load_config, save_config
+from lresizervit.task import FOLD, rmse
+
+CONFIG_FILE = "config.yaml"
+CV_FILE = "cv.json"
+OOF_FILE = "oof.csv"
+MODEL_FILE = "model.keras"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+BACKUP_DIR = "backup"
+LOGS_DIR = "logs"
+REPORT_DIR = "report"
+DATASET_METADATA = "dataset-metadata.json"
+
+# Keys that may differ between the folds of one experiment without changing what model is trained.
+# Where the data lives may differ between machines (folds 0-1 at home, 2-4 on Kaggle); write_cv checks
+# that the folds' rows still add up.
+_HARMLESS_KEYS = {("train", "verbose"), ("train", "tensorboard"), ("train", "strategy"), ("predict",),
+                  ("data", "dir"), ("data", "folds_csv"), ("data", "cache"), ("data", "tfrecords_dir")}
+
+
+# ------------------------------------------------------------------------------------------------ paths
+
+def fold_dir(run_dir: str | os.PathLike, fold: int) -> Path:
+    return Path(run_dir) / f"fold_{fold}"
+
+
+def fold_file(run_dir: str | os.PathLike, fold: int, name: str) -> Path:
+    """A file of fold `fold`, e.g. fold_file(run, 0, MODEL_FILE)."""
+    return fold_dir(run_dir, fold) / name
+
+
+def svr_file(run_dir: str | os.PathLike, fold: int, c: float) -> Path:
+    """The fold's saved SVR head for one C: heads for several C (and every TTA's OOF cache) can coexist."""
+    return fold_dir(run_dir, fold) / f"svr_c{c:g}.joblib"
+
+
+def oof_cache_files(run_dir: str | os.PathLike, tta: str, svr_c: float | None) -> tuple[Path, Path]:
+    """(csv, key json) of the OOF re-predicted with `tta` (and the SVR head of C `svr_c`)."""
+    tag = f"{tta}{f'_svr_c{svr_c:g}' if svr_c is not None else ''}"
+    return Path(run_dir) / f"oof_{tag}.csv", Path(run_dir) / f"oof_{tag}.json"
+
+
+def fold_is_complete(run_dir: str | os.PathLike, fold: int) -> bool:
+    return fold_file(run_dir, fold, METRICS_FILE).is_file()
+
+
+def has_trained_fold(run_dir: str | os.PathLike) -> bool:
+    run_dir = Path(run_dir)
+    return any(run_dir.glob(f"fold_*/{METRICS_FILE}")) or any(run_dir.glob(f"fold_*/{MODEL_FILE}")) \
+        or any(run_dir.glob(f"fold_*/{BACKUP_DIR}"))
+
+
+# ------------------------------------------------------------------------------------------ reading folds
+
+def read_metrics(run_dir: str | os.PathLike, fold: int) -> dict:
+    return json.loads(fold_file(run_dir, fold, METRICS_FILE).read_text())
+
+
+def read_cv(run_dir: str | os.PathLike) -> dict | None:
+    path = Path(run_dir) / CV_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_oof(path: str | os.PathLike, id_column: str) -> pd.DataFrame:
+    """An OOF file with its ids kept as text (an id like '0012' must not become 12)."""
+    return pd.read_csv(path, dtype={id_column: str})
+
+
+def fold_models(run_dir: str | os.PathLike) -> list[Path]:
+    """The model of every fold, or an error naming the folds that are missing or unfinished."""
+    run_dir = Path(run_dir)
+    cv = read_cv(run_dir)
+    metrics = sorted(run_dir.glob(f"fold_*/{METRICS_FILE}"))
+    if cv is not None:
+        n_folds = cv["n_folds"]
+    elif metrics:
+        n_folds = json.loads(metrics[0].read_text())["n_folds"]
+    else:
+        raise FileNotFoundError(f"{run_dir}: no trained fold (run bash train_folds.sh with its config)")
+    missing = [k for k in range(n_folds) if not fold_is_complete(run_dir, k)
+               or not fold_file(run_dir, k, MODEL_FILE).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{run_dir}: folds {missing} of {n_folds} are not trained; a submission from some folds only "
+            f"would silently differ from the CV. Train them: bash train_folds.sh CONFIG {' '.join(map(str, missing))}"
+        )
+    return [fold_file(run_dir, k, MODEL_FILE) for k in range(n_folds)]
+
+
+# ------------------------------------------------------------------------------------ which config trained it
+
+def _comparable(tree: dict) -> dict:
+    tree = json.loads(json.dumps(tree))
+    for path in _HARMLESS_KEYS:
+        node = tree
+        for part in path[:-1]:
+            node = node.get(part, {})
+        node.pop(path[-1], None)
+    return tree
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} (saved) != {vb!r} (now)")
+    return out
+
+
+def check_run_config(cfg: Config) -> None:
+    """Refuse a config that differs from the one the experiment's trained folds used.
+
+    Mixing folds trained under different configs would give a CV that describes no model.
+    """
+    import yaml
+
+    path = cfg.run_dir / CONFIG_FILE
+    if path.exists() and has_trained_fold(cfg.run_dir):
+        saved = yaml.safe_load(path.read_text()) or {}
+        try:
+            # Through the schema, so a key added to it since (with a default that keeps the old behaviour,
+            # e.g. train.ema: false, or the task section meaning Pawpularity) is no difference.
+            saved = config_from_dict(saved, str(path)).to_dict()
+        except ConfigError:
+            pass  # a key since removed: compared as written, and reported as a difference
+        diffs = _diff(_comparable(saved), _comparable(cfg.to_dict()))
+        if diffs:
+            raise ValueError(
+                f"{path} was written by a different config; folds of one experiment must share it. "
+                f"Use another `name:` or delete {cfg.run_dir}. Differences: " + "; ".join(diffs)
+            )
+
+
+def ensure_run_config(cfg: Config) -> None:
+    """Check the config against the trained folds, then save it (a config with no trained fold behind it
+    is simply replaced)."""
+    check_run_config(cfg)
+    save_config(cfg, cfg.run_dir / CONFIG_FILE)
+
+
+def save_run_config(cfg: Config) -> None:
+    """Rewrite the experiment's config (e.g. `kaggle package` recording how the notebook predicts)."""
+    save_config(cfg, cfg.run_dir / CONFIG_FILE)
+
+
+def load_run_config(run_dir: str | os.PathLike, overrides: tuple[str, ...] = ()) -> Config:
+    """The config that trained `run_dir` (never today's defaults), with optional --set overrides."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trained experiment here (train it with bash train_folds.sh)")
+    return load_config(path, overrides)
+
+
+def experiment_config(spec: str | os.PathLike, overrides: tuple[str, ...] = ()) -> Config:
+    """The config of the experiment named by `spec`, as prediction and packaging use it.
+
+    A folder (holding config.yaml, e.g. an attached Kaggle dataset) is the experiment wherever it lies now:
+    its saved config, with `output_dir`/`name` pointing at the folder. A config YAML names the experiment
+    `<output_dir>/<name>/`: its saved config, with where the data lives and how to predict taken from the
+    YAML (and `overrides`), since only those may change after training.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        if not (path / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"{path}: not an experiment folder (no {CONFIG_FILE}); train it first")
+        cfg = load_run_config(path, overrides)
+        cfg.output_dir, cfg.name = str(path.parent), path.name
+        return cfg
+    if path.is_file():
+        return trained_config(load_config(path, overrides))
+    raise FileNotFoundError(f"{spec}: neither a config file nor an experiment folder")
+
+
+def trained_config(now: Config) -> Config:
+    """The config that trained `now.run_dir`, with where the data lives and how to predict from `now`."""
+    if not (now.run_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{now.run_dir}: no trained experiment for this config "
+                                f"(train it first: bash train_folds.sh CONFIG)")
+    cfg = load_run_config(now.run_dir)
+    cfg.data.dir, cfg.predict = now.data.dir, now.predict
+    return cfg
+
+
+# -------------------------------------------------------------------------------------------------- the CV
+
+def write_cv(cfg: Config) -> dict | None:
+    """Concatenate the folds' OOF and write cv.json + oof.csv, only once every fold is complete."""
+    from lresizervit.data.folds import read_folds
+    from lresizervit.io_utils import atomic_write_csv, atomic_write_json
+
+    task = cfg.task
+    folds_df, n_folds = read_folds(cfg.data.folds_csv, task)
+    run = cfg.run_dir
+    if any(not fold_is_complete(run, k) for k in range(n_folds)):
+        return None
+    oof = pd.concat([read_oof(fold_file(run, k, OOF_FILE), task.id_column) for k in range(n_folds)],
+                    ignore_index=True)
+    ids = task.id_column
+    if len(oof) != len(folds_df) or set(oof[ids]) != set(folds_df[ids]):
+        raise ValueError(
+            f"{run}: the folds' oof.csv files cover {len(oof)} rows but {cfg.data.folds_csv} has "
+            f"{len(folds_df)}: were the folds rewritten after training? Retrain or restore the folds file."
+        )
+    target = task.target_column
+    fold_rmse = [rmse(g[target], g["pred"]) for _, g in oof.groupby(FOLD, sort=True)]
+    # The honest constant baseline: each fold predicts the mean of its own training part.
+    const = np.empty(len(folds_df))
+    for k in range(n_folds):
+        mask = (folds_df[FOLD] == k).to_numpy()
+        const[mask] = folds_df.loc[~mask, target].mean()
+    cv = {
+        "n_folds": n_folds,
+        "n_oof": len(oof),
+        "cv_rmse": rmse(oof[target], oof["pred"]),
+        "fold_rmse": fold_rmse,
+        "fold_rmse_mean": float(np.mean(fold_rmse)),
+        "fold_rmse_std": float(np.std(fold_rmse)),
+        "constant_baseline_rmse": rmse(folds_df[target], const),
+    }
+    gen = Path(cfg.data.dir) / "generator.json"
+    if gen.is_file():
+        cv["noise_floor_rmse"] = json.loads(gen.read_text()).get("noise_floor_rmse")
+    atomic_write_csv(run / OOF_FILE, oof)
+    atomic_write_json(run / CV_FILE, cv)
+    return cv
