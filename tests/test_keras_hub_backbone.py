@@ -19,10 +19,10 @@ import pytest
 from keras import ops
 
 from lresizervit.config import BackboneConfig, ModelConfig, ResizerConfig
-from lresizervit.data.schema import META_COLUMNS
 from lresizervit.models.backbones import BackboneUnavailableError, backbone_patch_size, build_backbone
 from lresizervit.models.keras_hub_backbone import FeaturePooling, PresetImageScaling
 from lresizervit.models.regressor import build_regressor, make_loss
+from tests.facts import META_COLUMNS, TASK
 
 # keras-hub's Swin passes its attention mask along in a way Keras warns about: theirs, and harmless here.
 pytestmark = pytest.mark.filterwarnings("ignore:Layer 'attn' \\(of type WindowAttention\\):UserWarning")
@@ -125,7 +125,7 @@ def test_backbone_sees_what_the_presets_converter_produces(presets, family):
     spec = "keras_hub:" + presets[family]
     images = _images()
     # The whole regressor, resizer "none": uint8 → its own [-1, 1] scaling → the keras-hub backbone.
-    model = build_regressor(_regressor_cfg(spec, "none", SIZE), SIZE)
+    model = build_regressor(_regressor_cfg(spec, "none", SIZE), SIZE, TASK)
     scaled = model.get_layer("scale_pixels")(ops.cast(images, "float32"))
     backbone = model.get_layer("keras_hub_backbone")
     fed = keras.Model(backbone.input, backbone.get_layer("preset_inputs").output)(scaled)
@@ -247,7 +247,7 @@ def test_vit_size_comes_from_the_preset(tmp_path):
         build_backbone("keras_hub:" + large, 32, size_key="data.image_size")
     # The regressor checks it when the model is built.
     with pytest.raises(ValueError, match="model.resizer.target_size"):
-        build_regressor(_regressor_cfg("keras_hub:" + small, "bilinear", 16), 64)
+        build_regressor(_regressor_cfg("keras_hub:" + small, "bilinear", 16), 64, TASK)
 
 
 def test_other_sizes_where_the_family_allows(presets):
@@ -286,9 +286,9 @@ def test_regressor_trains_a_real_step_with_a_keras_hub_vit(tmp_path):
     preset = write_tiny_preset("vit", tmp_path / "vit", size=16)
     cfg = _regressor_cfg("keras_hub:" + preset, "learned", 16)
     assert backbone_patch_size(cfg.backbone.name) is None  # the keras-hub builder checks sizes itself
-    model = build_regressor(cfg, 32)
+    model = build_regressor(cfg, 32, TASK)
     backbone = model.get_layer("keras_hub_backbone")
-    model.compile(keras.optimizers.AdamW(1e-3), make_loss(cfg))
+    model.compile(keras.optimizers.AdamW(1e-3), make_loss(cfg, TASK))
     rng = np.random.default_rng(0)
     x = {"image": rng.integers(0, 256, (8, 32, 32, 3), dtype="uint8"),
          "metadata": rng.integers(0, 2, (8, len(META_COLUMNS))).astype("float32")}
@@ -306,12 +306,12 @@ def test_mixed_bfloat16_scales_in_float32(presets):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         cfg = _regressor_cfg("keras_hub:" + presets["dinov2"], "learned", 16)
-        model = build_regressor(cfg, 32)
+        model = build_regressor(cfg, 32, TASK)
         backbone = model.get_layer("keras_hub_backbone")
         scaling = backbone.get_layer("preset_inputs")
         assert isinstance(scaling, PresetImageScaling) and scaling.compute_dtype == "float32"
         assert backbone.get_layer("dinov2_backbone").compute_dtype == "bfloat16"
-        model.compile(keras.optimizers.AdamW(1e-3), make_loss(cfg))
+        model.compile(keras.optimizers.AdamW(1e-3), make_loss(cfg, TASK))
         rng = np.random.default_rng(0)
         x = {"image": rng.integers(0, 256, (4, 32, 32, 3), dtype="uint8"),
              "metadata": np.zeros((4, len(META_COLUMNS)), "float32")}

@@ -173,7 +173,7 @@ def resolve_preset(preset: str) -> str:
     """A preset folder, name or `kaggle://` handle → an absolute local folder holding config.json.
 
     A name is looked up in kagglehub's cache first (a versioned handle found there needs no network), then
-    downloaded; offline that fails within `HUB_PROBE_TIMEOUT_S` with a `BackboneUnavailableError`.
+    downloaded; offline that fails within `net.TIMEOUT_S` with a `BackboneUnavailableError`.
     """
     if not preset:
         raise ValueError(f"{BACKBONE_KEY} 'keras_hub:' names no preset: give a preset folder or name")
@@ -204,7 +204,8 @@ def _download(preset: str, handle: str) -> str:
 
     # Imported here: backbones.py imports this module at load time (so that reloading a saved model finds
     # this module's layers), and these live there.
-    from lresizervit.models.backbones import HUB_PROBE_TIMEOUT_S, BackboneUnavailableError, _network_probe
+    from lresizervit.models.backbones import BackboneUnavailableError
+    from lresizervit.net import unreachable
 
     try:
         parsed = parse_model_handle(handle)
@@ -216,7 +217,7 @@ def _download(preset: str, handle: str) -> str:
         if cached and os.path.isfile(os.path.join(cached, PRESET_CONFIG_FILE)):
             return cached
     # kagglehub sets no connect timeout: offline, fail fast and say what to do instead.
-    why = _network_probe(get_endpoint(get_env()), HUB_PROBE_TIMEOUT_S)
+    why = unreachable(get_endpoint(get_env()))
     if why is not None:
         raise BackboneUnavailableError(f"{_offline_advice(preset, handle)} ({why})")
     try:
