@@ -6,6 +6,8 @@ A backbone is named by a string:
   extractor attached to a Kaggle notebook as a dataset (`savedmodel:/kaggle/input/vit-b16-fe`);
 - `hub:<handle>`: a TF-Hub / Kaggle Models URL, resolved to a local folder by `tensorflow_hub.resolve`
   (needs the internet or a `TFHUB_CACHE_DIR` that already holds the model).
+- `keras_hub:<preset>`: a keras-hub preset (a local preset folder, or a preset name fetched by kagglehub),
+  built by `models/keras_hub_backbone.py`; it reloads from a `.keras` file in safe mode, with no folder.
 
 A SavedModel backbone takes float32 `[B, H, W, 3]` pixels in [-1, 1] at the fixed size of its signature and
 returns `[B, D]` features. It is fine-tunable: its variables are the SavedModel's own, wrapped (not copied).
@@ -27,6 +29,9 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+# Imported here (it imports keras_hub only when a keras_hub: backbone is built) so that its layers are
+# registered wherever a saved model is reloaded.
+from lresizervit.models.keras_hub_backbone import build_keras_hub_backbone, is_keras_hub_spec
 from lresizervit.models.vit import VIT_VARIANTS, build_vit, get_vit_spec
 from lresizervit.net import unreachable
 
@@ -37,7 +42,8 @@ TARGET_SIZE_KEY = "model.resizer.target_size"
 
 
 class BackboneUnavailableError(FileNotFoundError):
-    """A `hub:` backbone cannot be fetched (no network, no cached copy); the message says what to do."""
+    """A `hub:` or `keras_hub:` backbone cannot be fetched (no network, no cached copy); the message says
+    what to do."""
 
 
 @keras.saving.register_keras_serializable(package="lresizervit")
@@ -231,8 +237,8 @@ def build_savedmodel_backbone(
 
 
 def backbone_patch_size(name_or_spec: str) -> int | None:
-    """The native ViT's patch size, or None for a SavedModel (its fixed input size is checked instead)."""
-    if is_savedmodel_spec(name_or_spec):
+    """The native ViT's patch size, or None for a SavedModel or keras-hub preset (checked when built)."""
+    if is_savedmodel_spec(name_or_spec) or is_keras_hub_spec(name_or_spec):
         return None
     return get_vit_spec(name_or_spec).patch_size
 
@@ -240,12 +246,22 @@ def backbone_patch_size(name_or_spec: str) -> int | None:
 def build_backbone(
     name_or_spec: str, image_size: int, pooling: str = "cls", dropout: float = 0.0, size_key: str = TARGET_SIZE_KEY
 ) -> keras.Model:
-    """A registry name → native ViT (`build_vit`); `savedmodel:` / `hub:` → pretrained SavedModel backbone."""
+    """A registry name → native ViT (`build_vit`); `savedmodel:` / `hub:` → pretrained SavedModel backbone;
+    `keras_hub:` → pretrained keras-hub preset."""
+    if is_keras_hub_spec(name_or_spec):
+        # Each family pools by its one declared rule (see keras_hub_backbone.py); dropout is the preset's.
+        if pooling != "cls" or dropout != 0.0:
+            raise ValueError(
+                f"backbone {name_or_spec!r}: a keras-hub backbone pools by its family's rule and keeps the "
+                f"preset's dropout; leave model.backbone.pooling='cls' and model.backbone.dropout=0.0 "
+                f"(got {pooling!r}, {dropout})"
+            )
+        return build_keras_hub_backbone(name_or_spec, image_size, size_key=size_key)
     if not is_savedmodel_spec(name_or_spec):
         if name_or_spec not in VIT_VARIANTS:
             raise ValueError(
                 f"unknown backbone {name_or_spec!r}; known: {', '.join(VIT_VARIANTS)}, "
-                "or 'savedmodel:/local/dir', or 'hub:<handle>'"
+                "or 'savedmodel:/local/dir', 'hub:<handle>', 'keras_hub:<preset folder or name>'"
             )
         return build_vit(name_or_spec, image_size, pooling=pooling, dropout=dropout)
     # A SavedModel's pooling and dropout were fixed at export: refuse settings that would be ignored silently.
