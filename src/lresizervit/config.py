@@ -120,8 +120,16 @@ class TrainConfig:
     epochs: int = 10
     # Per-process batch size.
     batch_size: int = 16
-    # Peak learning rate of AdamW, reached after the warmup, then cosine-decayed to 0.
+    # Peak learning rate of AdamW, reached after the warmup, then cosine-decayed to 0. With
+    # backbone_learning_rate set, this is the rate of the new layers (resizer, metadata branch, head).
     learning_rate: float = 1e-4
+    # Fine-tuning a pretrained backbone: its peak learning rate (null = learning_rate: one rate for all).
+    backbone_learning_rate: float | None = None
+    # Layer-wise learning-rate decay inside the backbone: block i of L (from the input) gets
+    # backbone_learning_rate * layer_decay ** (L + 1 - i), embeddings the smallest; 1.0 = off.
+    layer_decay: float = 1.0
+    # Epochs in which only the new layers learn (the backbone's learning rate is 0), before it is unfrozen.
+    freeze_backbone_epochs: int = 0
     weight_decay: float = 0.05
     # Fraction of all training steps spent warming up linearly from 0.
     warmup_fraction: float = 0.1
@@ -356,6 +364,14 @@ def _check_values(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: key 'train.ema_momentum' must be in (0, 1), got {cfg.train.ema_momentum!r}")
     if cfg.train.learning_rate <= 0:
         raise ConfigError(f"{source}: key 'train.learning_rate' must be > 0")
+    if cfg.train.backbone_learning_rate is not None and cfg.train.backbone_learning_rate <= 0:
+        raise ConfigError(f"{source}: key 'train.backbone_learning_rate' must be > 0 (or null: the same as "
+                          f"train.learning_rate), got {cfg.train.backbone_learning_rate!r}")
+    if not 0.0 < cfg.train.layer_decay <= 1.0:
+        raise ConfigError(f"{source}: key 'train.layer_decay' must be in (0, 1], got {cfg.train.layer_decay!r}")
+    if not 0 <= cfg.train.freeze_backbone_epochs < cfg.train.epochs:
+        raise ConfigError(f"{source}: key 'train.freeze_backbone_epochs' must be in 0..train.epochs - 1 "
+                          f"({cfg.train.epochs - 1}), got {cfg.train.freeze_backbone_epochs!r}")
     if cfg.predict.svr_c <= 0:
         raise ConfigError(f"{source}: key 'predict.svr_c' must be > 0, got {cfg.predict.svr_c!r}")
     for key, message in cfg.task.problems():

@@ -176,6 +176,16 @@ def build_regressor(cfg: ModelConfig, image_size: int, task: Task,
     return keras.Model({"image": image, "metadata": metadata}, out, name="lresizervit")
 
 
+# The layers that start from scratch around the backbone; every other layer with weights is the backbone.
+NEW_LAYERS = ("scale_pixels", "resizer", "metadata_standardise", "metadata_dropout", "metadata_mlp", "fuse",
+              "embeddings", "head_dropout", "head_hidden", "head_out", "target")
+
+
+def backbone_variables(model: keras.Model) -> list:
+    """The backbone's trainable variables (what fine-tuning gives its own learning rate)."""
+    return [v for layer in model.layers if layer.name not in NEW_LAYERS for v in layer.trainable_variables]
+
+
 def embedding_model(model: keras.Model) -> keras.Model:
     """The same inputs → the fused features before the head (for an SVR head on embeddings)."""
     return keras.Model(model.inputs, model.get_layer("embeddings").output, name="lresizervit_embeddings")

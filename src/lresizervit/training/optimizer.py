@@ -20,6 +20,8 @@ import re
 import keras
 from keras import ops
 
+# Variables that get no weight decay: shrinking norms, biases and embeddings towards 0 is not regularisation.
+DECAY_EXCLUDED = ("bias", "gamma", "beta", "class_token", "position_embedding")
 # Parts of a variable's path that sit below every block (layer 0 of the layer-wise decay).
 _EMBEDDING_WORDS = ("embed", "patch", "class_token", "cls_token", "position", "mask_token", "stem", "conv1_")
 # A numbered block in a path component: transformer_block_3, layers_0, stage_1/blocks_0, stack0_block1, ...
@@ -36,7 +38,6 @@ class GroupedAdamW(keras.optimizers.Adam):
 
     def __init__(self, learning_rate=0.001, weight_decay: float = 0.004, multipliers: dict | None = None,
                  frozen: list | tuple = (), unfreeze_step: int = 0, decay_excluded: list | tuple = (), **kwargs):
-        kwargs.pop("weight_decay", None)
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.decoupled_weight_decay = float(weight_decay)
         self.multipliers = {str(k): float(v) for k, v in (multipliers or {}).items()}

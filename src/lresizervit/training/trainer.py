@@ -27,7 +27,13 @@ from lresizervit.config import Config
 from lresizervit.data.folds import read_folds
 from lresizervit.data.schema import check_images
 from lresizervit.io_utils import atomic_write_csv, atomic_write_json
-from lresizervit.models.regressor import build_regressor, load_model, make_loss, metadata_stats
+from lresizervit.models.regressor import (
+    backbone_variables,
+    build_regressor,
+    load_model,
+    make_loss,
+    metadata_stats,
+)
 from lresizervit.models.tta import predict_models
 from lresizervit.run import (
     BACKUP_DIR,
@@ -42,6 +48,7 @@ from lresizervit.run import (
     write_cv,
 )
 from lresizervit.task import FOLD, rmse
+from lresizervit.training.optimizer import DECAY_EXCLUDED, GroupedAdamW, backbone_multipliers
 
 
 def backup_epoch(backup_dir: Path) -> int:
@@ -179,6 +186,24 @@ def build_datasets(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, tr
     return train_ds, val_ds
 
 
+def make_optimizer(cfg: Config, model: keras.Model, schedule, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """AdamW; with a fine-tuning recipe (train.backbone_learning_rate, layer_decay, freeze_backbone_epochs)
+    the one whose learning rate is multiplied per variable (training/optimizer.py)."""
+    tc = cfg.train
+    common = {"learning_rate": schedule, "weight_decay": tc.weight_decay, "global_clipnorm": tc.clip_norm or None,
+              # The averages are optimizer variables: BackupAndRestore saves and restores them with the rest.
+              "use_ema": tc.ema, "ema_momentum": tc.ema_momentum}
+    if tc.backbone_learning_rate is None and tc.layer_decay == 1.0 and not tc.freeze_backbone_epochs:
+        optimizer = keras.optimizers.AdamW(**common)
+        optimizer.exclude_from_weight_decay(var_names=list(DECAY_EXCLUDED))
+        return optimizer
+    paths = [v.path for v in backbone_variables(model)]
+    ratio = (tc.backbone_learning_rate or tc.learning_rate) / tc.learning_rate
+    return GroupedAdamW(**common, multipliers=backbone_multipliers(paths, ratio, tc.layer_decay),
+                        frozen=paths if tc.freeze_backbone_epochs else [],
+                        unfreeze_step=tc.freeze_backbone_epochs * steps_per_epoch, decay_excluded=DECAY_EXCLUDED)
+
+
 def compile_model(cfg: Config, steps_per_epoch: int, replicas: int = 1, train_df: pd.DataFrame | None = None
                   ) -> keras.Model:
     """Build and compile inside the caller's strategy scope. The learning rate scales with the replicas.
@@ -202,16 +227,7 @@ def compile_model(cfg: Config, steps_per_epoch: int, replicas: int = 1, train_df
     target_mean = float(train_df[cfg.task.target_column].mean()) if train_df is not None else None
     model = build_regressor(cfg.model, cfg.data.image_size, cfg.task, metadata_stats=stats,
                             target_mean=target_mean)
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=schedule, weight_decay=cfg.train.weight_decay,
-        global_clipnorm=cfg.train.clip_norm or None,
-        # The averages are optimizer variables: BackupAndRestore saves and restores them with the rest.
-        use_ema=cfg.train.ema, ema_momentum=cfg.train.ema_momentum,
-    )
-    # Decay the matrices only: shrinking norms, biases and embeddings towards 0 is not regularisation.
-    optimizer.exclude_from_weight_decay(
-        var_names=["bias", "gamma", "beta", "class_token", "position_embedding"]
-    )
+    optimizer = make_optimizer(cfg, model, schedule, steps_per_epoch)
     model.compile(
         optimizer=optimizer,
         loss=make_loss(cfg.model, cfg.task),
