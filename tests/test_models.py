@@ -269,3 +269,30 @@ def test_save_and_reload_in_a_new_process(tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
     # And in this process too, through the same entry point the predictor uses.
     np.testing.assert_allclose(load_model(path).predict(x, verbose=0), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_a_model_file_holding_code_is_refused_and_the_code_never_runs(tmp_path):
+    from lresizervit.models.regressor import load_model
+
+    marker = tmp_path / "ran.txt"
+    x = keras.Input((2,))
+    # Runs only when the layer is called, i.e. when Keras rebuilds the model while loading it.
+    y = keras.layers.Lambda(lambda t, where=str(marker): (open(where, "w").write("x"), t)[1])(x)
+    marker_path = tmp_path / "evil.keras"
+    keras.Model(x, y).save(marker_path)
+    marker.unlink(missing_ok=True)
+    with pytest.raises(ValueError, match=r"evil.keras: refused: the model holds code \(e.g. a Lambda layer\)"):
+        load_model(marker_path)
+    assert not marker.exists()
+
+
+def test_native_models_reload_in_safe_mode(tmp_path):
+    from lresizervit.models.regressor import load_model, needs_unsafe_loading
+
+    path = tmp_path / "m.keras"
+    build_regressor(tiny_model_config(), 32, TASK).save(path)
+    assert not needs_unsafe_loading(path)
+    assert load_model(path).name == "lresizervit"
+    (tmp_path / "broken.keras").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="broken.keras: not a readable .keras model file"):
+        load_model(tmp_path / "broken.keras")

@@ -191,9 +191,31 @@ def embedding_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.get_layer("embeddings").output, name="lresizervit_embeddings")
 
 
+def needs_unsafe_loading(path) -> bool:
+    """Whether a saved model holds a SavedModel backbone (a TFSMLayer), the one kind Keras loads only with
+    safe_mode=False; read from the file's config without deserialising anything."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = archive.read("config.json").decode("utf-8")
+    except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable .keras model file ({exc}); retrain its fold") from None
+    return "TFSMLayer" in config
+
+
 def load_model(path) -> keras.Model:
-    """Reload a saved fold model for inference: only this package is needed for its custom layers."""
-    # safe_mode=False: a pretrained backbone is a TFSMLayer, which Keras refuses to deserialise in safe mode
-    # (it loads a SavedModel graph). Fold models are this project's own artefacts; load only those you trust.
-    # Such a model also needs its SavedModel folder at the path it was trained with.
-    return keras.saving.load_model(path, compile=False, safe_mode=False)
+    """Reload a saved fold model for inference: only this package (and keras-hub for its backbones) is needed.
+
+    Safe mode, so a model file from someone else's dataset cannot run code (a Lambda layer is refused).
+    The explicit exception: a model whose backbone is a TF SavedModel (`savedmodel:` / `hub:`), which Keras
+    loads only with safe_mode=False and which also needs its SavedModel folder where it was trained from.
+    """
+    unsafe = needs_unsafe_loading(path)
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
+    except ValueError as exc:
+        if "safe_mode" not in str(exc):
+            raise
+        raise ValueError(f"{path}: refused: the model holds code (e.g. a Lambda layer) that would run when "
+                         f"it is loaded; only load models this package wrote ({str(exc).splitlines()[0]})") from None
