@@ -20,6 +20,8 @@ while [[ $# -gt 0 ]]; do
     *) FOLDS+=("$1"); shift ;;
   esac
 done
+# Pretrained weights that are not there fail here, in seconds, before any folds or data are touched.
+"$PYTHON" -m lresizervit weights check "$CONFIG" ${SETS[@]+"${SETS[@]}"}
 "$PYTHON" -m lresizervit folds "$CONFIG" --if-missing ${SETS[@]+"${SETS[@]}"}
 if [[ ${#FOLDS[@]} -eq 0 ]]; then
   read -r -a FOLDS <<< "$("$PYTHON" -m lresizervit list-folds "$CONFIG" ${SETS[@]+"${SETS[@]}"})"

@@ -160,3 +160,21 @@ def test_odd_fold_count_and_many_epochs(tmp_path):
     assert height > width  # 3 rows of 2 panels, the sixth hidden
     check_png(md_path.parent / FIGURES["oof_scatter"])
     assert "| 4 |" in md_path.read_text()
+
+
+def test_a_cv_no_better_than_the_mean_is_called_what_it_is(tmp_path):
+    from lresizervit.inference.predict import cv_verdict, format_table
+
+    assert cv_verdict({"cv_rmse": 9.3, "constant_baseline_rmse": 18.5}) is None
+    # The demo's tiny ViT from scratch on 240 photos: 19.36 against a constant 18.46.
+    worse = cv_verdict({"cv_rmse": 19.36, "constant_baseline_rmse": 18.46})
+    assert "worse than predicting each fold's training mean (CV / baseline = 1.05)" in worse
+    assert "learned nothing usable" in worse and "configs/default.yaml" in worse
+    assert "within 3 % of" in cv_verdict({"cv_rmse": 18.2, "constant_baseline_rmse": 18.46})
+
+    cfg = fake_run(tmp_path, "model.resizer.mode=bilinear")
+    cv = json.loads((cfg.run_dir / "cv.json").read_text())
+    cv["cv_rmse"] = cv["constant_baseline_rmse"] * 1.05
+    (cfg.run_dir / "cv.json").write_text(json.dumps(cv))
+    assert "learned nothing usable" in format_table(cfg)
+    assert "learned nothing usable" in write_report(cfg).read_text()

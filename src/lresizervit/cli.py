@@ -149,6 +149,18 @@ def cmd_check_data(args) -> None:
     print(f"{cfg.data.dir}: {len(train)} train and {len(test)} test rows, every image present")
 
 
+def cmd_weights(args) -> None:
+    from lresizervit.weights import check_backbone, fetch_preset
+
+    if args.weights_command == "fetch":
+        out = fetch_preset(args.preset, args.out, force=args.force)
+        print(f"wrote {out}: point model.backbone.name at it as keras_hub:{out}, or upload it as a Kaggle dataset "
+              f"(kaggle datasets create -p {out}) and attach it to the notebook")
+    else:
+        cfg = _config(args)
+        print(f"model.backbone.name {cfg.model.backbone.name!r}: {check_backbone(cfg)}")
+
+
 def cmd_train(args) -> None:
     from lresizervit.training.trainer import train_fold
 
@@ -296,6 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("check-data", help="validate train.csv, test.csv and every image")).set_defaults(
         func=cmd_check_data)
 
+    wp = sub.add_parser("weights", help="pretrained backbone weights: fetch a keras-hub preset into a folder, or "
+                        "check that a config's backbone can be found")
+    wsub = wp.add_subparsers(dest="weights_command", required=True)
+    sp = wsub.add_parser("fetch", help="download a keras-hub preset (needs the internet) into --out")
+    sp.add_argument("preset", help="a keras-hub preset name (e.g. swin_base_patch4_window7_224), a kaggle:// "
+                    "handle or a preset folder")
+    sp.add_argument("--out", required=True, help="the folder to write (a Kaggle dataset, or model.backbone.name)")
+    sp.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    sp.set_defaults(func=cmd_weights)
+    with_config(wsub.add_parser("check", help="say where the config's backbone weights come from, or fail "
+                                "with what to attach")).set_defaults(func=cmd_weights)
+
     sp = with_config(sub.add_parser("train", help="train one fold"))
     sp.add_argument("--fold", type=int, required=True)
     sp.add_argument("--force", action="store_true", help="retrain a fold that is already complete")
@@ -372,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     from lresizervit.data.schema import SchemaError
 
     args = build_parser().parse_args(argv)
-    expected = (ConfigError, SchemaError, FileNotFoundError, ValueError)
+    expected = (ConfigError, SchemaError, FileNotFoundError, FileExistsError, ValueError)
     try:
         args.func(args)
     except expected as exc:

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from lresizervit.config import Config
+from lresizervit.inference.predict import cv_verdict
 from lresizervit.io_utils import atomic_write_bytes, atomic_write_text
 from lresizervit.run import (
     CV_FILE,
@@ -430,6 +431,7 @@ def write_report(cfg: Config, n_resizer_images: int = RESIZER_IMAGES) -> Path:
         "",
         _markdown_cv_table(cfg),
         "",
+        *([f"**{verdict}**", ""] if (verdict := cv_verdict(cv)) else []),
         *sections,
     ]).rstrip("\n") + "\n"
     return atomic_write_text(out_dir / "report.md", text)

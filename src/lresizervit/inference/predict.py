@@ -6,6 +6,20 @@ from __future__ import annotations
 from lresizervit.config import Config
 from lresizervit.run import read_cv, read_metrics
 
+# A CV within this fraction of the constant-mean baseline is no evidence the model learned anything.
+USELESS_RATIO = 0.97
+
+
+def cv_verdict(cv: dict) -> str | None:
+    """A plain warning when the CV is no better than predicting the training mean, else None."""
+    ratio = cv["cv_rmse"] / cv["constant_baseline_rmse"]
+    if ratio < USELESS_RATIO:
+        return None
+    how = "worse than" if ratio >= 1 else f"within {100 * (1 - USELESS_RATIO):.0f} % of"
+    return (f"WARNING: the CV is {how} predicting each fold's training mean (CV / baseline = {ratio:.2f}): the "
+            "model learned nothing usable. A backbone trained from scratch needs far more images than this; "
+            "fine-tune a pretrained one (configs/default.yaml, README: Pretrained backbones).")
+
 
 def format_table(cfg: Config, summary: dict | None = None) -> str:
     """The CV table the demo prints: per-fold val RMSE, CV RMSE, the baselines, the submission."""
@@ -27,6 +41,9 @@ def format_table(cfg: Config, summary: dict | None = None) -> str:
     if cv.get("noise_floor_rmse"):
         nf = cv["noise_floor_rmse"]
         lines.append(f"noise floor of the data set:           {nf:.3f}   (CV / floor = {cv['cv_rmse'] / nf:.2f})")
+    verdict = cv_verdict(cv)
+    if verdict:
+        lines += ["", verdict]
     if summary:
         member = (summary.get("members") or [{}])[0]
         if member.get("cv_rmse") is not None and abs(member["cv_rmse"] - cv["cv_rmse"]) > 5e-4:

@@ -165,7 +165,8 @@ def _offline_advice(preset: str, handle: str) -> str:
         f"Offline (e.g. a Kaggle notebook with the internet off), attach the Kaggle Model "
         f"{'/'.join(parts[:4])} to the notebook and set {BACKBONE_KEY} to "
         f"'keras_hub:{KAGGLE_INPUT_DIR}/{model}/{framework}/{variation}/{version}' (the attached folder that "
-        f"holds {PRESET_CONFIG_FILE}); anywhere else, point it at a local copy of the preset folder"
+        f"holds {PRESET_CONFIG_FILE}); anywhere else, point it at a local copy of the preset folder, made on a "
+        f"machine with internet by `python -m lresizervit weights fetch {preset} --out DIR`"
     )
 
 
