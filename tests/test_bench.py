@@ -11,8 +11,9 @@ from lresizervit.bench.flops import graph_flops, model_flops
 from lresizervit.bench.machine import measure_matmul_flops
 from lresizervit.bench.predict import bench_predict
 from lresizervit.bench.runner import run_in_process
-from lresizervit.bench.step import parse_variants
+from lresizervit.bench.step import parse_variants, step_comparisons, variant_name
 from lresizervit.cli import main
+from lresizervit.config import load_config
 
 
 def tiny_known_model() -> keras.Model:
@@ -127,3 +128,10 @@ def test_bench_predict_on_a_tiny_two_fold_experiment(tmp_path):
     assert list(rows) == ["1 fold(s) x hflip", "2 fold(s) x hflip", "2 fold(s) x hflip, decoding the JPEGs"]
     assert [r["folds"] * r["views"] for r in rows.values()] == [2, 4, 4]
     assert all(r["images_per_second"] > 0 for r in rows.values()) and result["images"] == 5
+
+
+def test_step_comparisons_at_a_larger_config_size_name_each_ratio_once():
+    cfg = load_config("configs/demo.yaml", ["data.image_size=768", "model.resizer.target_size=384"])
+    rows = {variant_name(mode, 768, 384, "float32"): {"precision": "float32", "step_seconds": seconds}
+            for mode, seconds in (("learned", 3.0), ("bilinear", 2.0))}
+    assert step_comparisons(rows, cfg) == {"learned / bilinear 768->384: step time": 1.5}

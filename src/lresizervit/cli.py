@@ -150,12 +150,16 @@ def cmd_check_data(args) -> None:
 
 
 def cmd_weights(args) -> None:
-    from lresizervit.weights import check_backbone, fetch_preset
+    from lresizervit.weights import BLANK_MARKER, check_backbone, fetch_preset, write_blank_preset
 
     if args.weights_command == "fetch":
         out = fetch_preset(args.preset, args.out, force=args.force)
         print(f"wrote {out}: point model.backbone.name at it as keras_hub:{out}, or upload it as a Kaggle dataset "
               f"(kaggle datasets create -p {out}) and attach it to the notebook")
+    elif args.weights_command == "blank":
+        out = write_blank_preset(args.preset, args.out, force=args.force)
+        print(f"wrote {out}: the architecture of {args.preset} with RANDOM weights (see {out / BLANK_MARKER}), "
+              f"for timing only (bench --set model.backbone.name=keras_hub:{out}); NOT pretrained weights")
     else:
         cfg = _config(args)
         print(f"model.backbone.name {cfg.model.backbone.name!r}: {check_backbone(cfg)}")
@@ -315,6 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("preset", help="a keras-hub preset name (e.g. swin_base_patch4_window7_224), a kaggle:// "
                     "handle or a preset folder")
     sp.add_argument("--out", required=True, help="the folder to write (a Kaggle dataset, or model.backbone.name)")
+    sp.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    sp.set_defaults(func=cmd_weights)
+    sp = wsub.add_parser("blank", help="write a preset folder with a known preset's architecture and RANDOM "
+                         "weights, for timing the train step offline (never for training)")
+    from lresizervit.weights import BLANK_ARCHITECTURES
+
+    sp.add_argument("preset", help="one of " + ", ".join(BLANK_ARCHITECTURES))
+    sp.add_argument("--out", required=True, help="the folder to write")
     sp.add_argument("--force", action="store_true", help="replace a non-empty --out")
     sp.set_defaults(func=cmd_weights)
     with_config(wsub.add_parser("check", help="say where the config's backbone weights come from, or fail "
