@@ -53,6 +53,12 @@ def test_blank_preset_is_a_marked_keras_hub_preset_with_the_tables_converter(bla
     assert tuple(features.shape) == (2, 16)
 
 
+def test_building_from_a_blank_preset_warns_too(blank, capsys):
+    # `python -m lresizervit train` alone (no `weights check` before it) must not hide random weights either.
+    build_keras_hub_backbone(f"keras_hub:{blank}", 32, "model.resizer.target_size")
+    assert "this preset has RANDOM weights" in capsys.readouterr().out
+
+
 def test_check_warns_about_a_blank_preset_and_not_about_another(blank, tmp_path, capsys):
     cfg = load_config("configs/demo.yaml", [f"model.backbone.name=keras_hub:{blank}"])
     assert "RANDOM weights" in check_backbone(cfg) and BLANK_MARKER in check_backbone(cfg)

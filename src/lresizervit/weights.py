@@ -23,6 +23,7 @@ from types import MappingProxyType
 
 from lresizervit.config import Config
 from lresizervit.io_utils import temp_path
+from lresizervit.models.keras_hub_backbone import BLANK_MARKER, blank_weights_warning
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -59,7 +60,6 @@ def fetch_preset(preset: str, out: str | os.PathLike, force: bool = False) -> Pa
 
 
 # The marker file of a preset folder written by `weights blank`.
-BLANK_MARKER = "BLANK_WEIGHTS.txt"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -152,14 +152,6 @@ def write_blank_preset(name: str, out: str | os.PathLike, force: bool = False,
         (tmp / BLANK_MARKER).write_text(_blank_note(name), encoding="utf-8")
 
     return _write_folder(out, fill, force)
-
-
-def blank_weights_warning(folder: str | os.PathLike) -> str | None:
-    """The warning for a preset folder written by `weights blank`, or None for any other folder."""
-    if not os.path.isfile(os.path.join(folder, BLANK_MARKER)):
-        return None
-    return (f"WARNING: {os.path.join(folder, BLANK_MARKER)}: this preset has RANDOM weights (written by "
-            "`weights blank`, for timing only); training from it is training from scratch")
 
 
 def check_backbone(cfg: Config) -> str:

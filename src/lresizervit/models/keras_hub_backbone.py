@@ -53,6 +53,8 @@ BACKBONE_KEY = "model.backbone.name"
 KAGGLE_SCHEME = "kaggle://"
 PRESET_CONFIG_FILE = "config.json"
 IMAGE_CONVERTER_FILE = "image_converter.json"
+# Written by `weights blank` into a preset folder of random weights (timing only).
+BLANK_MARKER = "BLANK_WEIGHTS.txt"
 # Where Kaggle mounts an attached Kaggle Model: /kaggle/input/<model>/<framework>/<variation>/<version>.
 KAGGLE_INPUT_DIR = "/kaggle/input"
 
@@ -168,6 +170,14 @@ def _offline_advice(preset: str, handle: str) -> str:
         f"holds {PRESET_CONFIG_FILE}); anywhere else, point it at a local copy of the preset folder, made on a "
         f"machine with internet by `python -m lresizervit weights fetch {preset} --out DIR`"
     )
+
+
+def blank_weights_warning(folder: str | os.PathLike) -> str | None:
+    """The warning for a preset folder written by `weights blank`, or None for any other folder."""
+    if not os.path.isfile(os.path.join(folder, BLANK_MARKER)):
+        return None
+    return (f"WARNING: {os.path.join(folder, BLANK_MARKER)}: this preset has RANDOM weights (written by "
+            "`weights blank`, for timing only); training from it is training from scratch")
 
 
 def resolve_preset(preset: str) -> str:
@@ -348,6 +358,9 @@ def build_keras_hub_backbone(
     if not is_keras_hub_spec(spec):
         raise ValueError(f"backbone {spec!r} does not start with {KERAS_HUB_PREFIX!r}")
     folder = resolve_preset(spec[len(KERAS_HUB_PREFIX):])
+    warning = blank_weights_warning(folder)
+    if warning:
+        print(warning, flush=True)
     class_name, family, config = preset_family(folder, spec)
     if class_name == "ViTBackbone" and not config.get("use_class_token", True):
         family = dataclasses.replace(family, pooling="mean_tokens")
