@@ -10,7 +10,6 @@ import json
 import shutil
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,6 +23,7 @@ from lresizervit.inference.ensemble import (
     nested_blend_rmse,
     out_of_fold_blend,
 )
+from lresizervit.inference.svr import load_svr_head
 from tests.conftest import copy_experiment
 from tests.facts import FOLD, ID, TARGET, TASK
 
@@ -126,7 +126,7 @@ def test_svr_head_is_fitted_on_each_folds_training_part_only(tiny_run, monkeypat
     assert [f[0] for f in fitted] == ["fold_0", "fold_1"]
     for k, (_, seen, n) in enumerate(fitted):
         assert seen == set(oof.loc[oof[FOLD] != k, ID]) and not seen & set(oof.loc[oof[FOLD] == k, ID])
-        saved = joblib.load(run / f"fold_{k}" / "svr_c4.joblib")
+        saved = load_svr_head(run / f"fold_{k}" / "svr_c4.npz").info
         assert saved["n_train"] == n == (oof[FOLD] != k).sum() and saved["backend"] == "sklearn"
 
     summary = json.loads(out.with_suffix(".json").read_text())
@@ -146,12 +146,12 @@ def test_svr_head_is_fitted_on_each_folds_training_part_only(tiny_run, monkeypat
     # Another C has its own heads and cache; coming back to C=4 reuses the first ones.
     other_c = tmp / "submissions" / "svr_c2.csv"
     assert main(["predict", str(cfg_path), "--svr", "--set", "predict.svr_c=2", "--out", str(other_c)]) == 0
-    assert len(fitted) == 2 and (run / "fold_0" / "svr_c2.joblib").is_file()
+    assert len(fitted) == 2 and (run / "fold_0" / "svr_c2.npz").is_file()
     fitted.clear()
     assert main(["predict", str(cfg_path), "--svr", "--out", str(out2)]) == 0
     assert fitted == [] and out2.read_bytes() == out.read_bytes()
     # A truncated head and an unreadable cache key are refitted and recomputed, never an error.
-    (run / "fold_0" / "svr_c4.joblib").write_bytes(b"")
+    (run / "fold_0" / "svr_c4.npz").write_bytes(b"")
     (run / "oof_hflip_svr_c4.json").write_text("{")
     assert main(["predict", str(cfg_path), "--svr", "--out", str(out2)]) == 0
     assert len(fitted) == 2 and out2.read_bytes() == out.read_bytes()
@@ -166,7 +166,7 @@ def test_blend_of_two_experiments_ignores_the_test_set(tiny_run, capsys):
     run = tmp / "models" / "tiny"
     other = tmp / "models" / "tiny_flipless"
     if not other.exists():
-        shutil.copytree(run, other, ignore=shutil.ignore_patterns("oof_*", "svr_*.joblib"))
+        shutil.copytree(run, other, ignore=shutil.ignore_patterns("oof_*", "svr_*.npz"))
         # The copy predicts without TTA (its saved predict section): a member different from the first.
         saved = other / "config.yaml"
         saved.write_text(saved.read_text().replace("tta: hflip", "tta: none"))

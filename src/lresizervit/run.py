@@ -8,7 +8,7 @@ and reading what its folds wrote. No other module spells these names.
     fold_<k>/metrics.json    val RMSE, epochs, seconds, images/s; written last = the fold is complete
     fold_<k>/backup/         the last completed epoch (weights, optimizer, epoch) while training
     fold_<k>/logs/           TensorBoard logs
-    fold_<k>/svr_c<C>.joblib the fold's SVR head for one C (predict --svr)
+    fold_<k>/svr_c<C>.npz    the fold's SVR head for one C (predict --svr), plain arrays
     oof.csv, cv.json         every fold's OOF concatenated, and the CV; once every fold is complete
     oof_<tag>.csv/.json      OOF re-predicted with another TTA (and SVR), keyed by the folds' fingerprints
     report/                  figures + report.md
@@ -61,7 +61,8 @@ def fold_file(run_dir: str | os.PathLike, fold: int, name: str) -> Path:
 
 def svr_file(run_dir: str | os.PathLike, fold: int, c: float) -> Path:
     """The fold's saved SVR head for one C: heads for several C (and every TTA's OOF cache) can coexist."""
-    return fold_dir(run_dir, fold) / f"svr_c{c:g}.joblib"
+    # .npz of plain arrays (inference/svr.py); heads pickled with joblib before are refitted, never loaded.
+    return fold_dir(run_dir, fold) / f"svr_c{c:g}.npz"
 
 
 def oof_cache_files(run_dir: str | os.PathLike, tta: str, svr_c: float | None) -> tuple[Path, Path]:

@@ -21,7 +21,8 @@ import pandas as pd
 
 from lresizervit.config import Config
 from lresizervit.data.schema import check_images, read_table
-from lresizervit.io_utils import atomic_write_csv, atomic_write_json, temp_path
+from lresizervit.inference.svr import SVRHead, fit_svr_head, load_svr_head, save_svr_head
+from lresizervit.io_utils import atomic_write_csv, atomic_write_json
 from lresizervit.run import METRICS_FILE, OOF_FILE, fold_models, oof_cache_files, read_oof, svr_file
 from lresizervit.task import FOLD, Task, rmse
 
@@ -90,20 +91,6 @@ def _fold_fingerprint(fold_path: Path, model_path: Path) -> str:
     return h.hexdigest()
 
 
-def make_svr(c: float):
-    """An RBF SVR on standardised embeddings: cuML's on a GPU when importable, else scikit-learn's."""
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    try:
-        from cuml.svm import SVR  # noqa: PLC0415 - optional GPU backend, same interface
-        backend = "cuml"
-    except ImportError:
-        from sklearn.svm import SVR
-        backend = "sklearn"
-    return make_pipeline(StandardScaler(), SVR(C=c, kernel="rbf")), backend
-
-
 def _two_outputs(model):
     """The fold model with its embeddings as a second output: one forward pass feeds the network and the SVR."""
     import keras
@@ -122,14 +109,6 @@ def _dataset(cfg: Config, paths: list[str], meta: np.ndarray):
 def _embed(model, ds) -> np.ndarray:
     """Embeddings of the plain view (what the SVR is fitted on); `model` is a two-output model."""
     return np.concatenate([np.asarray(model.predict_on_batch(x)[1], np.float32) for x in ds])
-
-
-class _SVRHead:
-    def __init__(self, pipeline):
-        self.pipeline = pipeline
-
-    def __call__(self, emb: np.ndarray) -> np.ndarray:
-        return self.pipeline.predict(np.asarray(emb, np.float32))
 
 
 def _train_frame(data_dir: Path, oof: pd.DataFrame, task: Task) -> tuple[pd.DataFrame, list[str]]:
@@ -284,44 +263,28 @@ def _best_effort(write, path: Path) -> None:
         print(f"note: could not cache {path} ({exc.strerror or exc}); it is recomputed next time", flush=True)
 
 
-def _fit_head(cfg, two_output_model, paths, meta, target, fold: int, fingerprint: str) -> _SVRHead:
-    """Fit scaler + SVR on the embeddings of one fold's training part; saved beside the fold model so an
+def _fit_head(cfg, two_output_model, paths, meta, target, fold: int, fingerprint: str) -> SVRHead:
+    """Fit the SVR head on the embeddings of one fold's training part; saved beside the fold model so an
     offline notebook only needs the test images."""
-    import joblib
-
-    pipeline, backend = make_svr(cfg.predict.svr_c)
     emb = _embed(two_output_model, _dataset(cfg, paths, meta))
-    pipeline.fit(emb, target)
+    head = fit_svr_head(emb, target, cfg.predict.svr_c, {"fingerprint": fingerprint})
     path = svr_file(cfg.run_dir, fold, cfg.predict.svr_c)
-
-    def write():
-        tmp = temp_path(path)
-        try:
-            joblib.dump({"pipeline": pipeline, "fingerprint": fingerprint, "svr_c": cfg.predict.svr_c,
-                         "backend": backend, "n_train": len(target)}, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    _best_effort(write, path)
-    return _SVRHead(pipeline)
+    _best_effort(lambda: save_svr_head(head, path), path)
+    return head
 
 
-def _load_heads(run_dir: Path, prints: list[str], svr_c: float) -> list[_SVRHead] | None:
+def _load_heads(run_dir: Path, prints: list[str], svr_c: float) -> list[SVRHead] | None:
     """Every fold's saved SVR head, or None when one is missing, unreadable or was fitted for another model
-    or C (the caller then fits them again)."""
-    import joblib
-
+    or C (the caller then fits them again). Heads are plain arrays: nothing in the file is executed."""
     heads = []
     for k, fp in enumerate(prints):
-        svr_path = svr_file(run_dir, k, svr_c)
         try:
-            saved = joblib.load(svr_path)
-            if saved.get("fingerprint") != fp or saved.get("svr_c") != svr_c:
-                return None
-            heads.append(_SVRHead(saved["pipeline"]))
-        except Exception:  # noqa: BLE001 - missing, truncated or from another sklearn: refit, never fail
+            head = load_svr_head(svr_file(run_dir, k, svr_c))
+        except (OSError, ValueError, KeyError, EOFError):  # missing, truncated, not ours: refit, never fail
             return None
+        if head.info.get("fingerprint") != fp or head.info.get("svr_c") != svr_c:
+            return None
+        heads.append(head)
     return heads
 
 
