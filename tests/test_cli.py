@@ -149,3 +149,11 @@ def test_bench_replicas_times_one_and_two_replicas(tmp_path, capsys):
 def test_bench_refuses_bad_flags_before_measuring(args, message, capsys):
     assert main(["bench", "configs/demo.yaml", "--what", "step", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_building_the_parser_loads_no_framework():
+    # Every command pays for what the parser imports: `kaggle download` must fail fast without TensorFlow.
+    code = ("import sys; from lresizervit.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('keras', 'tensorflow', 'pandas', 'keras_hub') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

@@ -323,9 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_weights)
     sp = wsub.add_parser("blank", help="write a preset folder with a known preset's architecture and RANDOM "
                          "weights, for timing the train step offline (never for training)")
-    from lresizervit.weights import BLANK_ARCHITECTURES
-
-    sp.add_argument("preset", help="one of " + ", ".join(BLANK_ARCHITECTURES))
+    # Not imported here to list the names: that module loads Keras, and building the parser must stay instant
+    # (kaggle download/submit fail fast without a network). An unknown name's error lists them.
+    sp.add_argument("preset", help="a known preset name, e.g. swin_base_patch4_window7_224 (README: weights blank)")
     sp.add_argument("--out", required=True, help="the folder to write")
     sp.add_argument("--force", action="store_true", help="replace a non-empty --out")
     sp.set_defaults(func=cmd_weights)
