@@ -15,7 +15,7 @@ DEMO_DATA ?= input/demo
 DEMO_TRAIN ?= 1500
 DEMO_TEST ?= 200
 
-.PHONY: install demo test test-fast lint bench ablation clean-demo
+.PHONY: install demo test test-fast lint bench ablation transfer clean-demo
 
 install: $(STAMP)
 
@@ -58,6 +58,12 @@ bench: install
 ablation: install
 	mkdir -p bench
 	$(PY) -m lresizervit ablation configs/ablation.yaml --json bench/ablation.json --md bench/ablation.md
+
+# Transfer evidence (docs/BENCHMARKS.md): a small keras-hub ViT pretrained on 3,000 synthetic photos, saved as a
+# preset, fine-tuned on 400 others behind the learned resizer and bilinear, next to the same ViT from scratch.
+transfer: install
+	mkdir -p bench
+	$(PY) -m lresizervit transfer configs/transfer.yaml --json bench/transfer.json --md bench/transfer.md
 
 clean-demo:
 	rm -rf $(DEMO_DATA) folds/demo_folds.csv models/demo submissions/demo.csv

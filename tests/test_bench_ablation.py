@@ -6,7 +6,7 @@ import json
 import keras
 import numpy as np
 
-from lresizervit.ablation import detail_survival
+from lresizervit.comparison import detail_survival
 from lresizervit.config import ModelConfig
 from lresizervit.data.synth import SynthParams, generate
 from lresizervit.models.regressor import build_regressor, load_model, make_loss

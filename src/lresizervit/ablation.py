@@ -15,52 +15,19 @@ floor (the best score without the stripes) and the noise floor (the best score a
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 from lresizervit.bench.machine import machine_description
+from lresizervit.comparison import arm_result, detail_survival, ensure_synth_data, train_arm
 from lresizervit.config import Config
-from lresizervit.data.decode import load_image
-from lresizervit.data.synth import SynthParams, generate, render_image
-from lresizervit.run import CV_FILE, read_cv, read_metrics
+from lresizervit.data.synth import SynthParams
+from lresizervit.run import read_cv
 
 MODES = ("learned", "conv_after_resize", "bilinear")
 ALL_MODES = (*MODES, "none")
-
-
-def ensure_synth_data(data_dir: Path, n_train: int, n_test: int, params: SynthParams) -> dict:
-    """Generate the data set unless `data_dir` already holds exactly this one; refuse to mix two."""
-    gen = data_dir / "generator.json"
-    if gen.is_file():
-        info = json.loads(gen.read_text())
-        if info.get("params") == asdict(params) and info.get("n_train") == n_train and info.get("n_test") == n_test:
-            return info
-        raise ValueError(f"{data_dir} holds a data set generated with other settings (see {gen}); "
-                         f"delete it or set data.dir to another folder")
-    return generate(data_dir, n_train, n_test, params)
-
-
-def _train_mode(config: str, mode: str, name: str, sets: tuple[str, ...], repo: Path) -> float:
-    """Train every fold of one mode with train_folds.sh; returns its wall seconds."""
-    script = repo / "train_folds.sh"
-    if not script.is_file():
-        raise FileNotFoundError(f"{script}: the ablation trains with the repository's train_folds.sh; "
-                                f"run it from the repository root")
-    args = ["bash", str(script), config, "--set", f"model.resizer.mode={mode}", "--set", f"name={name}"]
-    for s in sets:
-        args += ["--set", s]
-    print(f"== {mode}: {' '.join(args)}", flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(args, check=True, cwd=repo, env={**os.environ, "PYTHON": sys.executable})
-    return time.perf_counter() - t0
 
 
 def run_ablation(config: str, cfg: Config, sets: tuple[str, ...] = (), modes: tuple[str, ...] = MODES,
@@ -77,23 +44,14 @@ def run_ablation(config: str, cfg: Config, sets: tuple[str, ...] = (), modes: tu
     rows = {}
     for mode in modes:
         name = f"{cfg.name}_{mode}"
-        seconds = _train_mode(config, mode, name, sets, repo)
+        seconds = train_arm(config, mode, (f"model.resizer.mode={mode}", f"name={name}", *sets), repo)
         run_dir = repo / cfg.output_dir / name  # an absolute output_dir stays itself
-        cv = read_cv(run_dir)
-        if cv is None:
-            raise ValueError(f"{run_dir / CV_FILE}: missing after training mode {mode!r}; see the training output "
-                             "above")
-        metrics = [read_metrics(run_dir, k) for k in range(cv["n_folds"])]
+        row = arm_result(run_dir, f"mode {mode}")
         rows[mode] = {
-            "run_dir": str(run_dir),
+            "run_dir": row["run_dir"],
             "backbone_sees": cfg.data.image_size if mode == "none" else cfg.model.resizer.target_size,
-            "parameters": metrics[0]["parameters"],
-            "cv_rmse": cv["cv_rmse"],
-            "fold_rmse": cv["fold_rmse"],
-            "fold_rmse_mean": cv["fold_rmse_mean"],
-            "fold_rmse_std": cv["fold_rmse_std"],
-            "best_epochs": [m["best_epoch"] for m in metrics],
-            "train_seconds": sum(m["seconds"] for m in metrics),
+            **{k: row[k] for k in ("parameters", "cv_rmse", "fold_rmse", "fold_rmse_mean", "fold_rmse_std",
+                                   "best_epochs", "train_seconds")},
             "wall_seconds": seconds,
         }
     # Every mode trains on the same folds file, so they share one constant baseline.
@@ -145,33 +103,3 @@ def format_ablation(result: dict) -> str:
     lines.append("")
     lines.append(f"total: {result['total_seconds'] / 60:.1f} min")
     return "\n".join(lines)
-
-
-def detail_survival(image_size: int, target_size: int, params: SynthParams | None = None, n: int = 12) -> float:
-    """The fraction of the stripes' amplitude left after loading a photo at `image_size` (as the loader
-    does) and resizing it to `target_size` with the model's plain antialiased bilinear resize.
-
-    Renders each photo twice, with the strongest stripes and with none (same photo otherwise), and
-    returns the median ratio of the RMS difference at `target_size` to that at `image_size`: about 1 when
-    the resize keeps the stripes, about 0 when it averages them away.
-    """
-
-    from lresizervit.models.resizer import resize_images
-
-    if not 0 < target_size <= image_size:
-        raise ValueError(f"need 0 < target_size <= image_size, got {target_size} and {image_size}")
-    p = params or SynthParams()
-    ratios = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for k in range(n):
-            views = []
-            for detail in (0.0, 1.0):
-                path = Path(tmp) / f"{k}_{detail}.jpg"
-                path.write_bytes(render_image(0.5, detail, p.seed * 1000 + k, p))
-                img = load_image(path, image_size).astype(np.float32)
-                top, left = (img.shape[0] - image_size) // 2, (img.shape[1] - image_size) // 2
-                views.append(img[top:top + image_size, left:left + image_size])
-            full = views[1] - views[0]
-            small = np.asarray(resize_images(np.stack(views), (target_size, target_size), "bilinear"))
-            ratios.append(float(np.sqrt(np.mean((small[1] - small[0]) ** 2) / np.mean(full ** 2))))
-    return float(np.median(ratios))

@@ -270,6 +270,18 @@ def cmd_ablation(args) -> None:
     _emit(args, result, format_ablation(result))
 
 
+def cmd_transfer(args) -> None:
+    from lresizervit.transfer import format_transfer, run_transfer
+
+    args.config = args.config or "configs/transfer.yaml"
+    cfg = _config(args)
+    arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+    result = run_transfer(args.config, cfg, tuple(args.set or ()), arms=arms, n_train=args.train, seed=args.seed,
+                          pretrain_train=args.pretrain_train, pretrain_seed=args.pretrain_seed,
+                          pretrain_epochs=args.pretrain_epochs)
+    _emit(args, result, format_transfer(result))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lresizervit", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -395,6 +407,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", default=None, help="also write the figures to this JSON file")
     sp.add_argument("--md", default=None, help="also write the markdown table to this file")
     sp.set_defaults(func=cmd_ablation)
+
+    sp = sub.add_parser("transfer", help="pretrain a small keras-hub ViT on a large synthetic set, fine-tune it "
+                        "(learned and bilinear resizer) next to the same ViT from scratch, one table")
+    sp.add_argument("config", nargs="?", help="the fine-tuning experiment YAML (default: configs/transfer.yaml)")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a config key (pretraining and every arm, before the arm's own keys)")
+    sp.add_argument("--arms", default="pretrained_learned,pretrained_bilinear,scratch_learned,scratch_bilinear",
+                    help="comma-separated arms: {pretrained,scratch}_{learned,bilinear}")
+    sp.add_argument("--train", type=int, default=400, help="synthetic photos to fine-tune on")
+    sp.add_argument("--seed", type=int, default=3, help="seed of the fine-tuning set")
+    sp.add_argument("--pretrain-train", type=int, default=3000, help="synthetic photos to pretrain on")
+    sp.add_argument("--pretrain-seed", type=int, default=2, help="seed of the pretraining set (not --seed)")
+    sp.add_argument("--pretrain-epochs", type=int, default=15, help="epochs of pretraining")
+    sp.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    sp.add_argument("--md", default=None, help="also write the markdown table to this file")
+    sp.set_defaults(func=cmd_transfer)
 
     # stdlib-only at import
     from lresizervit.kaggle_io.commands import add_subparsers as add_kaggle_subparsers

@@ -1,0 +1,174 @@
+"""`python -m lresizervit transfer`: the presets it writes (scratch, and the pretrained backbone exported from
+a trained regressor) load through `keras_hub:` with exactly their weights; argument errors are named before
+anything runs; and the whole command end to end, tiny."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+import yaml
+from keras import ops
+
+from lresizervit.cli import main
+from lresizervit.comparison import detail_survival
+from lresizervit.config import BackboneConfig, ModelConfig, ResizerConfig, load_config
+from lresizervit.models.backbones import build_backbone
+from lresizervit.models.regressor import build_regressor, make_loss
+from lresizervit.models.resizer import FixedResize
+from lresizervit.transfer import (
+    ARCHITECTURE,
+    ARMS,
+    export_pretrained_preset,
+    preset_weights,
+    relative_change,
+    run_transfer,
+    weight_gap,
+    write_scratch_preset,
+)
+from tests.facts import META_COLUMNS, TASK
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE, IMAGE = 8, 16
+
+
+def _weights(layer) -> list[np.ndarray]:
+    return [ops.convert_to_numpy(w).copy() for w in layer.weights]
+
+
+def _trained_model(scratch: Path, path: Path) -> keras.Model:
+    """The project's regressor around the scratch preset, trained one step and saved like a fold model."""
+    cfg = ModelConfig(resizer=ResizerConfig(mode="bilinear", target_size=SIZE),
+                      backbone=BackboneConfig(name=f"keras_hub:{scratch}"), metadata_units=4, head_units=8)
+    model = build_regressor(cfg, IMAGE, TASK)
+    model.compile(keras.optimizers.AdamW(1e-2), loss=make_loss(cfg, TASK))
+    rng = np.random.default_rng(0)
+    x = {"image": rng.integers(0, 256, (4, IMAGE, IMAGE, 3), dtype=np.uint8),
+         "metadata": rng.integers(0, 2, (4, len(META_COLUMNS))).astype("float32")}
+    model.train_on_batch(x, np.linspace(1, 100, 4).astype("float32"))
+    model.save(path)
+    return model
+
+
+def test_scratch_preset_is_the_architecture_deterministic_and_kept(tmp_path):
+    assert write_scratch_preset(tmp_path / "a", SIZE, seed=7)
+    assert write_scratch_preset(tmp_path / "b", SIZE, seed=7)
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["class_name"] == "ViTBackbone"
+    patch = ARCHITECTURE["patch_size"]
+    assert config["config"]["patch_size"] in (patch, [patch, patch])  # keras-hub stores (height, width)
+    assert {k: config["config"][k] for k in ARCHITECTURE if k != "patch_size"} == \
+        {k: v for k, v in ARCHITECTURE.items() if k != "patch_size"}
+    assert weight_gap(preset_weights(tmp_path / "a", SIZE), preset_weights(tmp_path / "b", SIZE)) == 0.0
+    # The converter the backbone was made for: [0, 255] pixels -> [-1, 1].
+    converter = keras_hub.layers.ImageConverter.from_preset(str(tmp_path / "a"))
+    np.testing.assert_allclose(ops.convert_to_numpy(converter(np.array([[[[0, 255, 127.5]] * SIZE] * SIZE]))
+                                                    )[0, 0, 0], [-1.0, 1.0, 0.0], atol=1e-6)
+    assert not write_scratch_preset(tmp_path / "a", SIZE, seed=7)  # a rerun keeps it
+    with pytest.raises(ValueError, match="made differently.*delete it"):
+        write_scratch_preset(tmp_path / "a", SIZE, seed=8)
+
+
+def test_pretrained_preset_loads_with_the_trained_backbones_weights(tmp_path):
+    scratch, pretrained, model_path = tmp_path / "scratch", tmp_path / "pretrained", tmp_path / "model.keras"
+    write_scratch_preset(scratch, SIZE, seed=0)
+    model = _trained_model(scratch, model_path)
+    trained = _weights(model.get_layer("keras_hub_backbone"))
+    start = preset_weights(scratch, SIZE)
+    assert weight_gap(trained, start) > 0  # the step did train the backbone
+
+    assert export_pretrained_preset(model_path, pretrained, SIZE)
+    # Loaded the way the trainer loads a `keras_hub:` backbone: exactly the trained weights, not the scratch ones.
+    loaded = build_backbone(f"keras_hub:{pretrained}", SIZE)
+    assert weight_gap(_weights(loaded), trained) == 0.0
+    assert relative_change(start, _weights(loaded)) > 0
+    # Only the backbone went into the preset: keras-hub's own loader sees a plain ViT of the architecture.
+    hub = keras_hub.models.Backbone.from_preset(str(pretrained))
+    assert isinstance(hub, keras_hub.models.ViTBackbone) and hub.count_params() == loaded.count_params()
+    # And it sees what the scratch preset's converter gives.
+    images = np.random.default_rng(1).integers(0, 256, (2, SIZE, SIZE, 3)).astype("float32")
+    np.testing.assert_allclose(ops.convert_to_numpy(keras_hub.layers.ImageConverter.from_preset(str(pretrained))(images)),
+                               images / 127.5 - 1.0, atol=1e-6)
+
+    assert not export_pretrained_preset(model_path, pretrained, SIZE)  # the same model: kept
+    _trained_model(scratch, model_path)  # retrained: another file
+    with pytest.raises(ValueError, match="pretrained preset there was made differently"):
+        export_pretrained_preset(model_path, pretrained, SIZE)
+
+
+def test_stripes_kept_through_a_resizer_layer_is_measured_in_pixel_units():
+    """The table's "stripes kept" of a trained resizer: a plain resize layer (which takes [-1, 1]) keeps what
+    the plain resize keeps; one that doubles its output keeps twice as much."""
+    plain = detail_survival(96, 24, n=3)
+    layer = FixedResize(24)
+    assert detail_survival(96, 24, n=3, resizer=layer) == pytest.approx(plain, rel=1e-3)
+    assert detail_survival(96, 24, n=3, resizer=lambda x: 2 * layer(x)) == pytest.approx(2 * plain, rel=1e-3)
+    with pytest.raises(ValueError, match="gives 32x32 images, not 24x24"):
+        detail_survival(96, 24, n=1, resizer=FixedResize(32))
+
+
+@pytest.mark.parametrize(("kwargs", "sets", "message"), [
+    ({"arms": ("pretrained_learned", "finetuned_bicubic")}, (), "--arms: unknown arm.*finetuned_bicubic"),
+    ({"arms": ()}, (), "--arms: unknown arm"),
+    ({"arms": ("scratch_learned", "scratch_learned")}, (), "named twice"),
+    ({"seed": 5, "pretrain_seed": 5}, (), "--seed and --pretrain-seed are both 5"),
+    ({"n_train": 8}, (), "--train 8: too few photos for data.n_folds 3"),
+    ({"pretrain_train": 20}, (), "--pretrain-train 20: need at least 40"),
+    ({"pretrain_epochs": 0}, (), "--pretrain-epochs must be >= 1"),
+    ({}, ("model.resizer.target_size=26",), "model.resizer.target_size 26 is not divisible by .* patch size 4"),
+])
+def test_argument_errors_are_named_before_anything_runs(tmp_path, kwargs, sets, message):
+    cfg = load_config(ROOT / "configs" / "transfer.yaml", sets)
+    with pytest.raises(ValueError, match=message):
+        run_transfer("configs/transfer.yaml", cfg, sets, repo=tmp_path, **kwargs)
+    assert not any(tmp_path.iterdir())
+
+
+def test_command_reports_a_bad_arm_as_one_error_line(capsys):
+    assert main(["transfer", str(ROOT / "configs" / "transfer.yaml"), "--arms", "pretrained_learned,pretrained_nearest"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --arms: unknown arm(s) ['pretrained_nearest']") and len(err.splitlines()) == 1
+    assert set(ARMS) == {"pretrained_learned", "pretrained_bilinear", "scratch_learned", "scratch_bilinear"}
+
+
+@pytest.mark.slow
+def test_transfer_end_to_end_tiny(tmp_path):
+    """Pretraining, export and one fine-tuned arm through train_folds.sh, into tmp_path (~2-3 min on 2 cores)."""
+    tree = yaml.safe_load((ROOT / "configs" / "transfer.yaml").read_text())
+    tree.update(name="t", output_dir=str(tmp_path / "models"))
+    tree["data"].update(dir=str(tmp_path / "data"), folds_csv=str(tmp_path / "folds.csv"), n_folds=2,
+                        image_size=32)
+    tree["model"]["resizer"].update(target_size=16, filters=4)
+    tree["model"].update(metadata_units=4, head_units=8)
+    tree["train"].update(epochs=2, batch_size=8)  # epoch 1 frozen, epoch 2 not
+    config = tmp_path / "t.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lresizervit", "transfer", str(config), "--arms", "pretrained_learned",
+         "--train", "16", "--pretrain-train", "40", "--pretrain-epochs", "1", "--json", str(tmp_path / "r.json"),
+         "--md", str(tmp_path / "r.md")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    result = json.loads((tmp_path / "r.json").read_text())
+    presets = tmp_path / "models" / "t_presets"
+    assert (presets / "scratch" / "config.json").is_file() and (presets / "pretrained" / "config.json").is_file()
+    assert result["pretraining"]["preset_weight_gap"] == 0.0 and result["pretraining"]["change_from_scratch"] > 0
+    arm = result["arms"]["pretrained_learned"]
+    assert Path(arm["run_dir"]) == tmp_path / "models" / "t_pretrained_learned"
+    saved = yaml.safe_load((Path(arm["run_dir"]) / "config.yaml").read_text())
+    assert saved["model"]["backbone"]["name"] == f"keras_hub:{presets / 'pretrained'}"
+    assert saved["model"]["resizer"]["mode"] == "learned" and saved["train"]["freeze_backbone_epochs"] == 1
+    assert np.isfinite(arm["cv_rmse"]) and len(arm["fold_rmse"]) == 2 and arm["backbone_change"] > 0
+    assert arm["stripes_kept"] > 0
+    assert result["constant_baseline_rmse"] > 0 and result["calibration"]["after"]["matmul_gflops"] > 0
+    table = (tmp_path / "r.md").read_text()
+    assert "| pretrained + learned |" in table and "noise floor" in table
