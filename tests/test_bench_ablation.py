@@ -23,6 +23,7 @@ def tiny_config(mode: str) -> ModelConfig:
 
 
 def test_control_has_the_learned_resizers_parameters_and_never_sees_the_full_resolution():
+    keras.utils.set_random_seed(0)  # the 45x margin below depends on the initial weights: fix them
     x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 48, 3)).astype("float32")
     learned, control = LearnableResizer(16, filters=8, num_res_blocks=2), ConvAfterResize(16, filters=8,
                                                                                         num_res_blocks=2)

@@ -1,5 +1,8 @@
 """The CLI's contract: bad input ends with one `error:` line naming the file/key, exit status 2."""
 
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
 
