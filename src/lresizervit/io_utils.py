@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,22 @@ def atomic_write_csv(path: str | os.PathLike, df: pd.DataFrame, **to_csv_kwargs:
     to_csv_kwargs.setdefault("index", False)
     to_csv_kwargs.setdefault("lineterminator", "\n")
     return atomic_write_text(path, df.to_csv(**to_csv_kwargs))
+
+
+def atomic_write_folder(out: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+    """Make the folder `out` whole or not at all: `fill` writes a temporary folder beside it, which then
+    replaces `out` (a killed run leaves no half-written folder that a rerun would take as done)."""
+    import shutil
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(out)
+    try:
+        fill(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -39,7 +38,7 @@ from lresizervit.bench.machine import machine_description, measure_matmul_flops
 from lresizervit.comparison import arm_result, detail_survival, ensure_synth_data, train_arm
 from lresizervit.config import Config
 from lresizervit.data.synth import SynthParams
-from lresizervit.io_utils import atomic_write_json, temp_path
+from lresizervit.io_utils import atomic_write_folder, atomic_write_json
 from lresizervit.run import MODEL_FILE, fold_file, fold_is_complete, read_metrics
 
 # The ViT every arm uses (the demo's tiny ViT in keras-hub form): ~140k parameters, so pretraining on a few
@@ -79,20 +78,14 @@ def _write_preset(folder: Path, backbone, image_size: int, info: dict) -> None:
     a rename), so a killed run never leaves a half-written preset that a rerun would take as done."""
     import keras_hub
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(folder)
-    try:
+    def fill(tmp: Path) -> None:
         backbone.save_to_preset(str(tmp))
         converter = keras_hub.layers.ViTImageConverter(image_size=(image_size, image_size), scale=1 / 127.5,
                                                        offset=-1.0)
         converter.save_to_preset(str(tmp))
         atomic_write_json(tmp / PRESET_INFO, info)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+
+    atomic_write_folder(folder, fill)
 
 
 def _check_info(folder: Path, want: dict, what: str) -> bool:

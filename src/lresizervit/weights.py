@@ -22,7 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from lresizervit.config import Config
-from lresizervit.io_utils import temp_path
+from lresizervit.io_utils import atomic_write_folder
 from lresizervit.models.keras_hub_backbone import BLANK_MARKER, blank_weights_warning
 
 
@@ -32,19 +32,9 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def _write_folder(out: Path, fill: Callable[[Path], None], force: bool) -> Path:
-    """Make the folder `out` whole or not at all: `fill` writes a temporary folder, which then replaces `out`."""
+    """Refuse a non-empty `out` unless `force`, then make it whole or not at all."""
     _check_out(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(out)
-    try:
-        fill(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
+    return atomic_write_folder(out, fill)
 
 
 def fetch_preset(preset: str, out: str | os.PathLike, force: bool = False) -> Path:
