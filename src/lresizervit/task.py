@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import string
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -62,8 +63,6 @@ class Task:
 
     def image_file(self, data_dir, split: str, image_id: str):
         """Where the image of one row lives."""
-        from pathlib import Path
-
         return Path(data_dir) / self.image_path.format(split=split, id=image_id)
 
     def clip(self, pred) -> np.ndarray:

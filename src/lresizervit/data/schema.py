@@ -209,20 +209,20 @@ def _id_problems(ids: pd.Series, column: str) -> list[tuple[int, int, str]]:
     first_seen: dict[str, int] = {}
     for i, value in enumerate(ids.astype(str)):
         if value.strip() == "":
-            problems.append((i, 0, f"{where(i, column)}: empty Id"))
+            problems.append((i, 0, f"{where(i, column)}: empty {column}"))
             continue
         if _BAD_ID_CHARS.search(value):
             problems.append(
                 (
                     i,
                     0,
-                    f"{where(i, column)}: Id {value!r} contains whitespace, a path separator or a control "
+                    f"{where(i, column)}: {column} {value!r} contains whitespace, a path separator or a control "
                     "character (it names the image file)",
                 )
             )
         if value in first_seen:
             j = first_seen[value]
-            problems.append((i, 0, f"{where(i, column)}: duplicate Id {value!r} (also at {where(j)})"))
+            problems.append((i, 0, f"{where(i, column)}: duplicate {column} {value!r} (also at {where(j)})"))
         else:
             first_seen[value] = i
     return problems

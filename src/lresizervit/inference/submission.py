@@ -33,10 +33,10 @@ def check_submission(sub: pd.DataFrame, test_ids, task: Task, source: str = "sub
     expected = set(test_ids)
     for row, i in enumerate(ids, start=1):
         if i in seen:
-            problems.append(f"row {row}: Id {i} repeats row {seen[i]}")
+            problems.append(f"row {row}: {ID} {i} repeats row {seen[i]}")
         seen.setdefault(i, row)
         if i not in expected:
-            problems.append(f"row {row}: Id {i} is not in the test set")
+            problems.append(f"row {row}: {ID} {i} is not in the test set")
     missing = [i for i in test_ids if i not in seen]
     if missing:
         problems.append(f"{len(missing)} test Ids have no row, e.g. {missing[0]}")

@@ -44,7 +44,7 @@ def frame_columns(df: pd.DataFrame, task: Task) -> dict[str, Any]:
     ids = [str(i) for i in df[ID]]
     if len(set(ids)) != len(ids):
         dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
-        raise ValueError(f"duplicate Id {dup!r} in the frame")
+        raise ValueError(f"duplicate {ID} {dup!r} in the frame")
     metadata = df[list(task.metadata_columns)].to_numpy(np.float32).reshape(len(df), -1)
     if not np.isfinite(metadata).all():
         raise ValueError("the metadata columns hold missing or non-finite values")
