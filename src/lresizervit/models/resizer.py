@@ -120,8 +120,10 @@ class LearnableResizer(layers.Layer):
 
         def bn(name):
             # synchronized: under tf.distribute the batch statistics span every replica, so N replicas
-            # of batch b train like one device with batch N*b (a no-op on one device).
-            return layers.BatchNormalization(name=name, dtype=self.dtype_policy, synchronized=True)
+            # of batch b train like one device with batch N*b (a no-op on one device). JAX has no such flag
+            # and needs none: under keras.distribution the batch is one sharded array, so its mean is global.
+            sync = keras.backend.backend() == "tensorflow"
+            return layers.BatchNormalization(name=name, dtype=self.dtype_policy, synchronized=sync)
 
         self.conv_in = conv(f, k, "conv_in")
         self.conv_mix = conv(f, 1, "conv_mix")
@@ -152,12 +154,32 @@ class LearnableResizer(layers.Layer):
     def _act(self, x):
         return ops.leaky_relu(x, negative_slope=self.leaky_alpha)
 
+    def _normalize_after_resize(self, h, training):
+        """`resize(bn_in(h))`, computed as `bn_in` applied to `resize(h)` with the statistics of `h`.
+
+        Every interpolation's weights for an output pixel sum to 1, so the resize commutes with BatchNorm's
+        per-channel affine map: same function, same gradients (up to float rounding), but the normalisation
+        and its backward pass run at the target size instead of the full resolution. The statistics, the
+        moving averages and the variables are bn_in's own, exactly as `BatchNormalization.call` uses them.
+        """
+        bn = self.bn_in
+        h = ops.cast(h, "float32")  # BatchNormalization computes in float32 under mixed precision too
+        if training and bn.trainable:
+            mean, variance = ops.moments(h, axes=(0, 1, 2), synchronized=bn.synchronized)
+            bn.moving_mean.assign(bn.moving_mean * bn.momentum + mean * (1.0 - bn.momentum))
+            bn.moving_variance.assign(bn.moving_variance * bn.momentum + variance * (1.0 - bn.momentum))
+        else:
+            mean, variance = bn.moving_mean, bn.moving_variance
+        r = resize_images(h, self.target_size, self.interpolation)
+        r = ops.batch_normalization(r, mean, variance, axis=-1, offset=bn.beta, scale=bn.gamma,
+                                    epsilon=bn.epsilon)
+        return ops.cast(r, self.compute_dtype)
+
     def call(self, x, training=None):
         skip = resize_images(x, self.target_size, self.interpolation)
         h = self._act(self.conv_in(x))
         h = self._act(self.conv_mix(h))
-        h = self.bn_in(h, training=training)
-        r = resize_images(h, self.target_size, self.interpolation)
+        r = self._normalize_after_resize(h, training)
         h = r
         for conv_a, bn_a, conv_b, bn_b in self.blocks:
             y = self._act(bn_a(conv_a(h), training=training))
