@@ -166,9 +166,13 @@ def cmd_weights(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from lresizervit.backend import select
+
+    cfg = _config(args)
+    select(cfg.train.backend)  # before anything imports Keras: it picks its backend once
     from lresizervit.training.trainer import train_fold
 
-    train_fold(_config(args), args.fold, force=args.force)
+    train_fold(cfg, args.fold, force=args.force)
 
 
 def _not_chief(cfg) -> bool:
@@ -217,7 +221,12 @@ def cmd_predict(args) -> None:
     from lresizervit.inference.ensemble import default_submission_path, format_members, run_ensemble
     from lresizervit.inference.predict import format_table
 
+    from lresizervit.backend import select
+
     cfgs = _prediction_configs(args)
+    # Prediction runs on whatever Keras starts with (a fold trained on one backend predicts on the other);
+    # on JAX this keeps the compiled programs for the next run.
+    select("auto")
     first = cfgs[0]
     summary = run_ensemble(cfgs, args.data_dir or first.data.dir, args.out or default_submission_path(cfgs))
     if len(summary["members"]) == 1:
@@ -385,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "none at data.image_size, learned at 768 and 1024, bilinear at 1024; efficiency: learned)")
     sp.add_argument("--precisions", default=None, help="step/efficiency: comma-separated train.precision values "
                     "(default: the config's; efficiency: float32,mixed_bfloat16)")
+    sp.add_argument("--backends", default=None, help="step/efficiency: comma-separated Keras backends to "
+                    "measure side by side, each variant in its own process, e.g. tensorflow,jax (default: the "
+                    "one Keras starts with)")
     sp.add_argument("--rounds", type=int, default=1, help="step/efficiency: run every variant this many times, "
                     "interleaved (median over all)")
     sp.add_argument("--matmul-size", type=int, default=None, help="step/efficiency: n of the n x n x n reference "

@@ -141,8 +141,12 @@ class TrainConfig:
     # "float32", "mixed_bfloat16" (CPU, TPU, recent GPUs) or "mixed_float16" (GPUs; loss scaling is
     # automatic). The head and the loss stay float32.
     precision: str = "float32"
+    # The Keras backend: "auto" (whatever Keras starts with: KERAS_BACKEND, else ~/.keras/keras.json, else
+    # TensorFlow), "tensorflow" or "jax" (TPU v5e on Kaggle, several GPUs). Trained models load on either.
+    backend: str = "auto"
     # "auto" (TPU → several GPUs → one GPU → CPU), "default" (one device), "mirrored", "tpu" or
-    # "multi_worker" (from TF_CONFIG). batch_size is per replica; the learning rate scales with replicas.
+    # "multi_worker" (from TF_CONFIG, TensorFlow only). batch_size is per replica; the learning rate scales
+    # with replicas. On JAX, auto/mirrored/tpu shard each batch over every local device (DataParallel).
     strategy: str = "auto"
     # Stop a fold when val RMSE has not improved for this many epochs (0 = never).
     patience: int = 0
@@ -204,6 +208,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.loss": ("bce", "mse"),
     "model.fusion": ("concat", "none"),
     "train.precision": ("float32", "mixed_bfloat16", "mixed_float16"),
+    "train.backend": ("auto", "tensorflow", "jax"),
     "train.strategy": ("auto", "default", "mirrored", "tpu", "multi_worker"),
     "predict.tta": ("none", "hflip", "flip_zoom"),
 }

@@ -44,7 +44,8 @@ DATASET_METADATA = "dataset-metadata.json"
 # Keys that may differ between the folds of one experiment without changing what model is trained.
 # Where the data lives may differ between machines (folds 0-1 at home, 2-4 on Kaggle); write_cv checks
 # that the folds' rows still add up.
-_HARMLESS_KEYS = {("train", "verbose"), ("train", "tensorboard"), ("train", "strategy"), ("predict",),
+_HARMLESS_KEYS = {("train", "verbose"), ("train", "tensorboard"), ("train", "strategy"), ("train", "backend"),
+                  ("predict",),
                   ("data", "dir"), ("data", "folds_csv"), ("data", "cache"), ("data", "tfrecords_dir")}
 
 

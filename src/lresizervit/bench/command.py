@@ -15,6 +15,17 @@ def check_args(args) -> None:
     for flag in ("batch", "steps", "images", "repeats", "rounds"):
         if getattr(args, flag) < 1:
             raise ValueError(f"bench --{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.backends:
+        bad = [b for b in args.backends.split(",") if b.strip() not in ("tensorflow", "jax")]
+        if bad:
+            raise ValueError(f"--backends: {bad[0]!r} is not a Keras backend this project runs on (tensorflow, jax)")
+        if args.what not in ("step", "efficiency"):
+            raise ValueError(f"--backends applies to --what step and efficiency, not {args.what}")
+        if "jax" in args.backends:
+            import importlib.util
+
+            if importlib.util.find_spec("jax") is None:
+                raise ValueError("--backends names jax, which is not installed here: pip install -e '.[jax]'")
     if args.precisions:
         bad = [p for p in args.precisions.split(",") if p.strip() not in CHOICES["train.precision"]]
         if bad:
@@ -31,8 +42,9 @@ def _run_step(cfg: Config, args) -> dict:
     step.check_variants(variants or [], cfg.model.resizer.target_size)
     precisions = tuple(p.strip() for p in args.precisions.split(",")) if args.precisions else (
         EFFICIENCY_PRECISIONS if efficiency else None)
+    backends = tuple(dict.fromkeys(b.strip() for b in args.backends.split(","))) if args.backends else None
     return step.bench_step(cfg, batch=args.batch, steps=args.steps, variants=variants, precisions=precisions,
-                           rounds=args.rounds, matmul_n=args.matmul_size)
+                           rounds=args.rounds, matmul_n=args.matmul_size, backends=backends)
 
 
 def _run_predict(cfg: Config, args) -> dict:

@@ -26,7 +26,14 @@ def machine_description() -> str:
         details = tf.config.experimental.get_device_details(gpu)
         names.append(details.get("device_name", gpu.name))
     accel = f", GPU: {', '.join(names)}" if names else ", no GPU"
-    return f"{model}, {platform.machine()}, {os.cpu_count()} cores{accel}, TensorFlow {tf.__version__}"
+    jax = ""
+    try:
+        from importlib.metadata import version
+
+        jax = f", JAX {version('jax')}"
+    except Exception:  # not installed: the TensorFlow side alone
+        pass
+    return f"{model}, {platform.machine()}, {os.cpu_count()} cores{accel}, TensorFlow {tf.__version__}{jax}"
 
 
 def measure_matmul_flops(dtype: str = "float32", n: int | None = None, repeats: int = 5) -> dict:

@@ -108,7 +108,13 @@ def _dataset(cfg: Config, paths: list[str], meta: np.ndarray):
 
 def _embed(model, ds) -> np.ndarray:
     """Embeddings of the plain view (what the SVR is fitted on); `model` is a two-output model."""
-    return np.concatenate([np.asarray(model.predict_on_batch(x)[1], np.float32) for x in ds])
+    from lresizervit.backend import predict_batch
+
+    chunks, rows = [], None
+    for x in ds:
+        rows = rows or int(x["image"].shape[0])  # later batches padded to the first's size on JAX
+        chunks.append(np.asarray(predict_batch(model, x, rows)[1], np.float32))
+    return np.concatenate(chunks)
 
 
 def _train_frame(data_dir: Path, oof: pd.DataFrame, task: Task) -> tuple[pd.DataFrame, list[str]]:

@@ -120,8 +120,10 @@ class LearnableResizer(layers.Layer):
 
         def bn(name):
             # synchronized: under tf.distribute the batch statistics span every replica, so N replicas
-            # of batch b train like one device with batch N*b (a no-op on one device).
-            return layers.BatchNormalization(name=name, dtype=self.dtype_policy, synchronized=True)
+            # of batch b train like one device with batch N*b (a no-op on one device). JAX has no such flag
+            # and needs none: under keras.distribution the batch is one sharded array, so its mean is global.
+            sync = keras.backend.backend() == "tensorflow"
+            return layers.BatchNormalization(name=name, dtype=self.dtype_policy, synchronized=sync)
 
         self.conv_in = conv(f, k, "conv_in")
         self.conv_mix = conv(f, 1, "conv_mix")

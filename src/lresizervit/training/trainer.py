@@ -162,7 +162,7 @@ def build_tfrecord_datasets(cfg: Config, rec_dir: Path, fold: int, n_folds: int,
 
 
 def build_datasets(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, train_paths: list[str],
-                   val_paths: list[str], seed: int, batch_size: int):
+                   val_paths: list[str], seed: int, batch_size: int, drop_remainder: bool = False):
     import tensorflow as tf
 
     from lresizervit.data.pipeline import make_dataset
@@ -177,7 +177,7 @@ def build_datasets(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, tr
     train_ds = make_dataset(
         train_paths, train_df[task.metadata_columns].to_numpy("float32"),
         train_df[task.target_column].to_numpy("float32"), training=True, augment_kwargs=aug, shuffle_seed=seed,
-        **common,
+        drop_remainder=drop_remainder, **common,
     )
     val_ds = make_dataset(
         val_paths, val_df[task.metadata_columns].to_numpy("float32"),
@@ -231,7 +231,9 @@ def compile_model(cfg: Config, steps_per_epoch: int, replicas: int = 1, train_df
     model.compile(
         optimizer=optimizer,
         loss=make_loss(cfg.model, cfg.task),
-        metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
+        # Weighted: validation batches padded with zero-weight rows (on JAX) are scored on their real rows;
+        # without weights (training, TensorFlow) the same RMSE. A plain `metrics=` entry ignores weights.
+        weighted_metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
     )
     return model
 
@@ -247,8 +249,12 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
 
     import tensorflow as tf
 
-    from lresizervit.training.strategy import check_workers_agree, describe, make_strategy, multi_worker_task
+    from lresizervit.backend import select
+    from lresizervit.training.placement import check_backend_support, make_placement, pad_batches
+    from lresizervit.training.strategy import check_workers_agree, make_strategy, multi_worker_task
 
+    select(cfg.train.backend)  # the CLI applied it before Keras started; in-process callers get the check
+    check_backend_support(cfg)
     task = cfg.task
     folds_df, n_folds = read_folds(cfg.data.folds_csv, task)
     if not 0 <= fold < n_folds:
@@ -286,23 +292,27 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
     keras.utils.set_random_seed(seed)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    strategy = strategy or make_strategy(cfg.train.strategy)
-    replicas = strategy.num_replicas_in_sync
+    placement = make_placement(cfg.train.strategy, strategy)
+    replicas = placement.replicas
     global_batch = cfg.train.batch_size * replicas
     in_val = (folds_df[FOLD] == fold).to_numpy()
     train_df, val_df = folds_df[~in_val].reset_index(drop=True), folds_df[in_val].reset_index(drop=True)
+    if placement.equal_batches and len(train_df) < global_batch:
+        raise ValueError(f"fold {fold} has {len(train_df)} training rows, fewer than one global batch of "
+                         f"{global_batch} ({placement.description}, train.batch_size {cfg.train.batch_size} "
+                         f"per replica): lower train.batch_size")
     if cfg.data.tfrecords:
-        # A TPU wants every batch the same size.
-        tpu = isinstance(strategy, tf.distribute.TPUStrategy)
-        train_ds, val_ds = build_tfrecord_datasets(cfg, rec_dir, fold, n_folds, seed, global_batch, tpu)
+        train_ds, val_ds = build_tfrecord_datasets(cfg, rec_dir, fold, n_folds, seed, global_batch,
+                                                   placement.equal_batches)
     else:
         train_paths = [p for p, v in zip(paths, in_val, strict=True) if not v]
         val_paths = [p for p, v in zip(paths, in_val, strict=True) if v]
-        train_ds, val_ds = build_datasets(cfg, train_df, val_df, train_paths, val_paths, seed, global_batch)
-    steps = math.ceil(len(train_df) / global_batch)
+        train_ds, val_ds = build_datasets(cfg, train_df, val_df, train_paths, val_paths, seed, global_batch,
+                                          drop_remainder=placement.equal_batches)
+    steps = len(train_df) // global_batch if placement.equal_batches else math.ceil(len(train_df) / global_batch)
     # Built before the config is saved: a config the model refuses (a size not divisible by the patch, a
     # missing backbone) must not become the experiment's config.
-    with strategy.scope():
+    with placement.scope():
         model = compile_model(cfg, steps, replicas, train_df)
     ensure_run_config(cfg)
     if force and out.exists():
@@ -316,7 +326,7 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
         for name in (MODEL_FILE, OOF_FILE, HISTORY_FILE):
             (out / name).unlink(missing_ok=True)
     print(f"fold {fold}/{n_folds - 1}: {len(train_df)} train, {len(val_df)} val images, "
-          f"{model.count_params():,} parameters, {cfg.train.epochs} epochs, {describe(strategy)}, "
+          f"{model.count_params():,} parameters, {cfg.train.epochs} epochs, {placement.description}, "
           f"global batch {global_batch}" + (f"; resuming after epoch {resumed}" if resumed else ""), flush=True)
 
     # EMA: validation (so early stopping and the choice of the best epoch) runs on the averaged weights,
@@ -330,8 +340,11 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
         callbacks.append(keras.callbacks.TensorBoard(str(out / LOGS_DIR), write_graph=False, profile_batch=0))
     callbacks += list(extra_callbacks)
     t0 = time.perf_counter()
-    model.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs, callbacks=callbacks, shuffle=False,
-              verbose=cfg.train.verbose)
+    # JAX compiles a step per batch shape: validation batches all padded to the global batch compile once.
+    pad_to = global_batch if keras.backend.backend() == "jax" else placement.batch_multiple
+    with placement.scope():
+        model.fit(train_ds, validation_data=pad_batches(val_ds, pad_to), epochs=cfg.train.epochs,
+                  callbacks=callbacks, shuffle=False, verbose=cfg.train.verbose)
     seconds = time.perf_counter() - t0
     if monitor.best_epoch < 0:
         raise ValueError(f"fold {fold}: val RMSE was never finite (training diverged); no model was saved. "
@@ -351,6 +364,8 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
         "epochs": len(monitor.rows),
         "epochs_planned": cfg.train.epochs,
         "resumed_after_epoch": resumed,
+        "backend": keras.backend.backend(),
+        "devices": placement.devices,
         "replicas": replicas,
         "global_batch": global_batch,
         "n_train": len(train_df),
