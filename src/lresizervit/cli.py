@@ -218,10 +218,9 @@ def cmd_report(args) -> None:
 
 
 def cmd_predict(args) -> None:
+    from lresizervit.backend import select
     from lresizervit.inference.ensemble import default_submission_path, format_members, run_ensemble
     from lresizervit.inference.predict import format_table
-
-    from lresizervit.backend import select
 
     cfgs = _prediction_configs(args)
     # Prediction runs on whatever Keras starts with (a fold trained on one backend predicts on the other);
