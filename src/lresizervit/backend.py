@@ -96,16 +96,3 @@ def predict_batch(model, x, rows: int | None = None):
     out = model.predict_on_batch(keras.tree.map_structure(lambda a: a[index], arrays))
     return keras.tree.map_structure(lambda o: np.asarray(o)[:n], out)
 
-
-def device_names() -> list[str]:
-    """The devices the running backend computes on, e.g. ['cpu:0'] or ['tpu:0', ..., 'tpu:7']."""
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return [f"{d.platform}:{d.id}" for d in jax.devices()]
-    import tensorflow as tf
-
-    gpus = tf.config.list_logical_devices("GPU")
-    return [d.name.replace("/device:", "").lower() for d in gpus] or ["cpu:0"]

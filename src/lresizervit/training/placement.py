@@ -58,7 +58,11 @@ def make_placement(name: str, tf_strategy: Any = None) -> Placement:
     from lresizervit.training.strategy import describe, make_strategy
 
     strategy = tf_strategy or make_strategy(name)
-    devices = [d.split("/device:")[-1].lower() for d in strategy.extended.worker_devices]
+    try:
+        devices = [d.split("/device:")[-1].lower() for d in strategy.extended.worker_devices]
+    except RuntimeError:  # the default strategy has none: the process's default device
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [gpus[0].name.split("/device:")[-1].lower()] if gpus else ["cpu:0"]
     return Placement(strategy.num_replicas_in_sync, devices, describe(strategy), strategy.scope,
                      equal_batches=isinstance(strategy, tf.distribute.TPUStrategy), tf_strategy=strategy)
 
