@@ -189,7 +189,9 @@ def _decode_all(paths: list[str], workers: int | None, progress: bool, desc: str
 
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, mininterval=1.0, smoothing=0.1)
+    # A handful of files takes well under a second: no bar to clutter the log.
+    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress or len(paths) < _MIN_FILES_FOR_WORKERS,
+               mininterval=1.0, smoothing=0.1)
     try:
         if workers <= 1 or len(paths) < _MIN_FILES_FOR_WORKERS:
             for p in paths:
