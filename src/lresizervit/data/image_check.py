@@ -176,7 +176,10 @@ def _inspect(path: str) -> list:
 
     Size and mtime are read before decoding, so a file replaced meanwhile is decoded again next time.
     """
-    st = os.stat(path)
+    try:
+        st = os.stat(path)
+    except OSError:  # removed since the caller's stat: said as such, and never matched by a later stat
+        return [-1, -1, f"image {path} not found", None, None]
     try:
         h, sig = fingerprint(decode_image(path, THUMB_SIDE))
     except ImageDecodeError as exc:
