@@ -71,6 +71,7 @@ def cmd_synth(args) -> None:
 def cmd_folds(args) -> None:
     from lresizervit.data.folds import (
         folds_fingerprint,
+        keys_missing_from_sidecar,
         make_folds,
         read_folds,
         sidecar_path,
@@ -84,7 +85,8 @@ def cmd_folds(args) -> None:
     cfg = _config(args)
     out, task = Path(cfg.data.folds_csv), cfg.task
     train_csv = Path(cfg.data.dir) / "train.csv"
-    now = folds_fingerprint(train_csv, cfg.data.n_folds, cfg.data.fold_seed)
+    now = folds_fingerprint(train_csv, cfg.data.n_folds, cfg.data.fold_seed, cfg.data.group_duplicates,
+                            cfg.data.merge_duplicates)
     if out.is_file() and args.if_missing:
         _, k = read_folds(out, task)
         diffs = stale_folds_reasons(out, now)
@@ -92,14 +94,50 @@ def cmd_folds(args) -> None:
             raise ValueError(f"{out} was made from other settings or another train.csv ({'; '.join(diffs)}); "
                              f"delete it (and the experiments trained on it) or use another data.folds_csv")
         print(f"{out}: exists ({k} folds); kept")
+        if "group_duplicates" in keys_missing_from_sidecar(out, now) and cfg.data.group_duplicates:
+            print(f"note: {out} was written before duplicate photos were grouped; delete it to group them")
         return
     train = read_table(train_csv, "train", task)
-    df = make_folds(train, cfg.data.n_folds, cfg.data.fold_seed, task)
+    groups, duplicates = None, None
+    if cfg.data.group_duplicates or cfg.data.merge_duplicates:
+        train, groups, duplicates = _duplicate_groups(cfg, train)
+    df = make_folds(train, cfg.data.n_folds, cfg.data.fold_seed, task, groups=groups)
     write_folds(df, out, task)
-    atomic_write_json(sidecar_path(out), now)
+    atomic_write_json(sidecar_path(out), {**now, **({"duplicates": duplicates} if duplicates else {})})
     sizes = df.groupby(FOLD).size().tolist()
     means = df.groupby(FOLD)[task.target_column].mean().round(2).tolist()
     print(f"wrote {out}: {cfg.data.n_folds} folds of {sizes} rows, target means {means}")
+
+
+def _duplicate_groups(cfg, train):
+    """(train, group labels, summary) with the photos hashed (cached beside the folds file); with
+    data.merge_duplicates the frame holds one row per group."""
+    from lresizervit.data.duplicates import duplicate_groups, group_summary, merge_duplicates
+    from lresizervit.data.image_check import cache_path, scan_split
+    from lresizervit.data.schema import SchemaError
+
+    train_csv = Path(cfg.data.dir) / "train.csv"
+    scan, problems = scan_split(train, cfg.data.dir, "train", cfg.task, cache_path(cfg.data.folds_csv),
+                                progress=True)
+    if problems:
+        raise SchemaError.from_problems(train_csv, problems, max_listed=None,
+                                        note="(python -m lresizervit check-data lists every bad image)")
+    groups = duplicate_groups(scan.hashes, scan.signatures)
+    found = group_summary(train, groups, cfg.task)
+    ids = train[cfg.task.id_column].astype(str).to_numpy()
+    # The sidecar keeps every group's Ids: with merge_duplicates the folds file no longer holds them all.
+    summary = {key: found[key] for key in ("groups", "rows", "max_spread")}
+    summary["ids"] = [ids[groups == g].tolist() for g in range(summary["groups"])]
+    if summary["groups"]:
+        verb = "merged into one row each" if cfg.data.merge_duplicates else "each kept in one fold"
+        print(f"duplicate photos: {_count(summary['groups'], 'group')} of {summary['rows']} rows, {verb}")
+    if cfg.data.merge_duplicates:
+        train, groups = merge_duplicates(train, groups, cfg.task)
+    return train, groups, summary
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def cmd_tfrecords(args) -> None:
@@ -142,11 +180,29 @@ def cmd_list_folds(args) -> None:
 
 
 def cmd_check_data(args) -> None:
-    from lresizervit.data.schema import validate_dataset
+    from lresizervit.data.duplicates import duplicate_groups, group_summary
+    from lresizervit.data.image_check import cache_path, check_dataset
 
     cfg = _config(args)
-    train, test = validate_dataset(cfg.data.dir, cfg.task)
-    print(f"{cfg.data.dir}: {len(train)} train and {len(test)} test rows, every image present")
+    task = cfg.task
+    cache = cache_path(cfg.data.folds_csv)
+    check = check_dataset(cfg.data.dir, task, cache, workers=args.workers, progress=True)
+    n = sum(len(s.errors) for s in check.scans.values())
+    print(f"{cfg.data.dir}: {len(check.train)} train and {len(check.test)} test rows, every image decodes "
+          f"({check.decoded} of {n} decoded now in {check.seconds:.1f} s, the others unchanged since {cache})")
+    scan = check.scans["train"]
+    summary = group_summary(check.train, duplicate_groups(scan.hashes, scan.signatures), task)
+    if not summary["groups"]:
+        print("duplicate photos: none in train")
+        return
+    handling = ("merged into one row each (data.merge_duplicates)" if cfg.data.merge_duplicates else
+                "each kept in one fold (data.group_duplicates)" if cfg.data.group_duplicates else
+                "NOT kept together: data.group_duplicates is false")
+    print(f"duplicate photos: {_count(summary['groups'], 'group')} of {summary['rows']} train rows, {handling}; "
+          f"{task.target_column} differs by up to {summary['max_spread']:g} inside a group")
+    for g in summary["largest_spreads"]:
+        pairs = ", ".join(f"{i} ({y:g})" for i, y in zip(g["ids"], g["targets"], strict=True))
+        print(f"  spread {g['spread']:g}: {pairs}")
 
 
 def cmd_weights(args) -> None:
@@ -329,8 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_tfrecords)
     with_config(sub.add_parser("list-folds", help="print the fold numbers of the folds file")).set_defaults(
         func=cmd_list_folds)
-    with_config(sub.add_parser("check-data", help="validate train.csv, test.csv and every image")).set_defaults(
-        func=cmd_check_data)
+    sp = with_config(sub.add_parser("check-data", help="validate train.csv and test.csv, decode every image "
+                                    "(results cached beside the folds file) and report duplicate photos"))
+    sp.add_argument("--workers", type=int, default=None, help="decoding processes (default: every core)")
+    sp.set_defaults(func=cmd_check_data)
 
     wp = sub.add_parser("weights", help="pretrained backbone weights: fetch a keras-hub preset into a folder, or "
                         "check that a config's backbone can be found")

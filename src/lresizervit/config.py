@@ -34,6 +34,13 @@ class DataConfig:
     n_folds: int = 5
     # Seed of the stratified split.
     fold_seed: int = 42
+    # Keep every group of duplicate photos (the same picture under several Ids, found by a perceptual hash
+    # of every train image: README, check-data) in one fold, so no photo is validated on its own copy.
+    # false: plain stratified folds, no hash pass.
+    group_duplicates: bool = True
+    # Replace each group of duplicate photos by one row: its first row's Id, image and metadata, with the
+    # group's mean target (rounded for an integer target). The other rows are left out of the folds file.
+    merge_duplicates: bool = False
     # Photos are decoded and resized so their shorter side is this many pixels: the model's input size.
     image_size: int = 512
     # Keep decoded images in memory after the first epoch: they are kept uncropped, shorter side at
