@@ -262,15 +262,30 @@ def _user_namespaces() -> bool:
 _IN_NAMESPACE = r"""
 set -u
 models=$1; cfg=$2; report=$3
-mount -t tmpfs -o size=24m tmpfs "$models"
+mount -t tmpfs -o size=32m tmpfs "$models"
+fold="$models/tiny/fold_0"
 train() { "$PY" -m lresizervit train "$cfg" --fold 0; }
+rows() { if [ -f "$fold/history.csv" ]; then echo $(( $(wc -l < "$fold/history.csv") - 1 )); else echo 0; fi; }
+backed_up() { grep -o '"epoch": [0-9]*' "$fold/backup/training_metadata.json" 2>/dev/null | grep -o '[0-9]*$' || echo 0; }
 train > "$report/out1" 2> "$report/err1" & pid=$!
-# Fill the disk once two epochs are written, as another process (or the run's own logs) would.
-until [ -f "$models/tiny/fold_0/history.csv" ] && [ "$(wc -l < "$models/tiny/fold_0/history.csv")" -ge 3 ]; do
-  kill -0 $pid 2>/dev/null || break; sleep 0.1
+# Stop the trainer between two epochs' writes (its last epoch backed up, no file being written), then fill
+# the disk but for half a checkpoint: the fault arrives at the next epoch's model or checkpoint, whichever
+# comes first, on a disk that is really full.
+while kill -0 $pid 2>/dev/null; do
+  b=$(backed_up)
+  if [ "$b" -ge 2 ]; then
+    kill -STOP $pid
+    if [ "$(rows)" -eq "$b" ] && ! ls -A "$fold" | grep -q '^\.' && [ "$(backed_up)" -eq "$b" ]; then break; fi
+    kill -CONT $pid
+  fi
+  sleep 0.02
 done
+free=$(df -B1 --output=avail "$models" | tail -1)
+half=$(( $(stat -c %s "$fold/backup/latest.weights.h5") / 2 ))
+head -c $(( free - half )) /dev/zero > "$models/ballast"
+echo "$b" > "$report/stopped_after"
 start=$(date +%s)
-dd if=/dev/zero of="$models/ballast" bs=64k 2>/dev/null
+kill -CONT $pid
 wait $pid; echo $? > "$report/rc1"; echo $(( $(date +%s) - start )) > "$report/seconds1"
 cp -r "$models/tiny" "$report/after_fault"
 rm "$models/ballast"
@@ -302,7 +317,8 @@ def test_disk_filling_up_during_training_is_one_error_and_a_rerun_completes_the_
     assert str(models / "tiny" / "fold_0") in errors[0]
     after = report / "after_fault" / "fold_0"
     history = pd.read_csv(after / "history.csv")  # whole, as is every file written before the fault
-    assert len(history) >= 2 and not (after / "metrics.json").exists()
+    assert len(history) >= int((report / "stopped_after").read_text()) >= 2
+    assert not (after / "metrics.json").exists()
     assert not [p.name for p in after.rglob(".*")]  # no temp file left behind
     assert (report / "rc2").read_text().strip() == "0", (report / "err2").read_text()[-3000:]
     out2 = (report / "out2").read_text()

@@ -344,6 +344,8 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS_FILE).unlink(missing_ok=True)  # the fold is incomplete until it is rewritten
+    for stale in out.glob(".*.tmp*"):  # a killed run's half-written temp files (one process trains a fold)
+        stale.unlink()
     backup = out / BACKUP_DIR
     resumed = backup_epoch(backup)
     if not resumed:
