@@ -141,6 +141,8 @@ def test_a_damaged_fold_file_is_named_with_its_fold_and_the_retrain_command(run_
         commands = [["predict", str(cfg), "--out", str(out)]]
         if name != "model.keras":  # cv reads the folds' metrics and OOF, never their models
             commands.append(["cv", str(cfg)])
+        if name == "metrics.json":  # `train` would otherwise skip the fold as complete
+            commands.append(["train", str(cfg), "--fold", str(fold)])
         for command in commands:
             capsys.readouterr()
             assert main(command) == 2
@@ -178,8 +180,10 @@ def test_a_truncated_experiment_oof_is_named_and_never_blended(run_copy, capsys)
 # ---------------------------------------------------- a fold stopped by a full disk after its last epoch
 
 @pytest.mark.slow
-def test_retrain_command_repairs_a_fold_and_a_full_disk_at_its_oof_loses_no_epoch(run_copy, full_disk, capsys):
-    tmp, cfg = run_copy
+def test_retrain_command_repairs_a_fold_and_a_full_disk_at_its_oof_loses_no_epoch(tiny_experiment, tmp_path,
+                                                                                 full_disk, capsys):
+    tmp = tmp_path / "tree"
+    cfg = copy_experiment(tiny_experiment, tmp)
     run = tmp / "models" / "tiny"
     fold = run / "fold_1"
     original = _damage(fold / "model.keras", "truncate")

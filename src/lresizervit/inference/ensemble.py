@@ -162,20 +162,21 @@ def _read_oof(cfg: Config) -> pd.DataFrame | None:
 
 def _load_fold_model(path: Path, fold: int):
     """Load a fold's model; a file that cannot be read names itself, the fold and how to retrain it."""
+    import zipfile
+    import zlib
+
     from lresizervit.models.regressor import load_model
 
     try:
         return load_model(path)
-    except ValueError as exc:
-        if "refused" in str(exc):  # a model holding code: not a damaged file
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        # Not the file's fault: a model holding code, or a SavedModel backbone's folder that is missing.
+        if "refused" in str(exc) or (isinstance(exc, FileNotFoundError) and exc.filename != str(path)):
             raise
-        reason = exc
-    except Exception as exc:  # noqa: BLE001 - Keras, zipfile and h5py each fail their own way on a damaged file
-        reason = exc
-    first = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
-    raise FoldFileError(f"{path}: fold {fold}'s model cannot be loaded ({type(reason).__name__}: {first}): "
-                        f"truncated or corrupted; nothing was blended. Retrain the fold: "
-                        f"{retrain_command(path.parent.parent, fold)}") from None
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise FoldFileError(f"{path}: fold {fold}'s model cannot be loaded ({type(exc).__name__}: {first}): "
+                            f"truncated or corrupted; nothing was blended. Retrain the fold: "
+                            f"{retrain_command(path.parent.parent, fold)}") from None
 
 
 def experiment_members(cfg: Config, data_dir: Path, test: pd.DataFrame, test_paths: list[str],
