@@ -41,9 +41,13 @@ class _FullDiskFile(io.FileIO):
 
 @pytest.fixture
 def full_disk(monkeypatch):
-    """`full_disk(name)`: from now on, files written through io_utils whose name contains `name` hit a full disk."""
+    """`full_disk(name)`: from now on, files written through io_utils whose name contains `name` hit a full disk;
+    `full_disk(None)`: space is back."""
 
-    def arm(name: str) -> None:
+    def arm(name: str | None) -> None:
+        if name is None:
+            monkeypatch.delattr(io_utils, "open", raising=False)
+            return
         real_open = open
 
         def fake_open(file, mode="r", *args, **kwargs):
@@ -53,8 +57,7 @@ def full_disk(monkeypatch):
 
         monkeypatch.setattr(io_utils, "open", fake_open, raising=False)
 
-    yield arm
-    monkeypatch.delattr(io_utils, "open", raising=False)
+    return arm
 
 
 def _one_error_line(capsys) -> str:
@@ -203,7 +206,7 @@ def test_retrain_command_repairs_a_fold_and_a_full_disk_at_its_oof_loses_no_epoc
     _no_temp_files(run)
 
     # Space is back: the fold's epoch is not trained again, only its OOF predicted and its files written.
-    full_disk("no file has this name")
+    full_disk(None)
     assert main(["train", str(run / "config.yaml"), "--fold", "1"]) == 0
     printed = capsys.readouterr().out
     assert "were trained before; predicting its OOF" in printed and "fold 1 epoch" not in printed
