@@ -1,13 +1,15 @@
 """`python -m lresizervit <command>`: one command per stage of config → folds → train → cv → predict.
 
 Every command that takes a CONFIG also takes `--set section.key=value` overrides (repeatable).
-A bad input ends with one line `error: ...` naming the file, row, column or key, and exit status 2.
+A bad input ends with one line `error: ...` naming the file, row, column or key, and exit status 2; so does
+a file that cannot be written (a full disk), naming it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import sys
 from pathlib import Path
@@ -510,6 +512,14 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except expected as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A full disk or a read-only folder: the file it names is the artefact (io_utils names it, not its
+        # temp file); everything written before it is whole, so the same command is the fix.
+        where = f"{exc.filename}: " if exc.filename else ""
+        hint = ("; free some space and run the same command again (files written before are whole, and a fold "
+                "resumes from its last completed epoch)") if exc.errno == errno.ENOSPC else ""
+        print(f"error: {where}{exc.strerror or exc}{hint}", file=sys.stderr)
         return 2
     except Exception as exc:
         # An unreadable image surfaces inside tf.data as a TF error wrapping our ImageDecodeError:
