@@ -102,7 +102,6 @@ def test_predict_decodes_the_test_set_only_a_few_batches_ahead_of_the_model(tmp_
         if i % views == views - 1:
             predicted += size
     assert predicted == n
-    print("worst", worst, n)
     assert worst < n // 2, f"{worst} of {n} photos decoded ahead of the model: the test set is materialised"
     (ds,) = datasets  # the test set's one dataset: no cache anywhere in it
     graph = tf.compat.v1.GraphDef.FromString(ds._as_serialized_graph().numpy())
@@ -115,8 +114,9 @@ def test_predict_decodes_the_test_set_only_a_few_batches_ahead_of_the_model(tmp_
 def test_bench_peak_memory_of_predict_is_flat_in_the_number_of_test_images(tmp_path):
     """`bench --test-images 60,240` in two fresh processes, photos decoded at 384 px (432 KiB each as
     uint8). Keeping the extra 180 photos alive would add 76 MiB as uint8 (x4 as float32, x2 again with
-    their hflip views); the tolerance, 24 MiB, is under a third of the smallest of these and three times
-    the spread measured between repeated runs of one N (< 8 MiB on a ~1 GiB process)."""
+    their hflip views); the tolerance, 24 MiB, is under a third of the smallest of these and 12x the spread
+    measured between repeated runs of one N (1,003-1,005 MiB on 2 cores). With the test set's dataset cached
+    (`cache=True`, tried once by hand) the two peaks were 1,029 and 1,123 MiB: this test fails."""
     n = 60
     cfg_path = untrained_experiment(tmp_path, 4 * n, 384, batch_size=8)
     out = tmp_path / "mem.json"
@@ -126,4 +126,4 @@ def test_bench_peak_memory_of_predict_is_flat_in_the_number_of_test_images(tmp_p
     assert (small["test_images"], large["test_images"]) == (n, 4 * n)
     assert small["peak_rss_mib"] > small["runtime_rss_mib"] > 100  # TensorFlow alone is several hundred MiB
     assert large["peak_rss_mib"] - small["peak_rss_mib"] < 24, (small, large)
-    assert large["seconds_per_1000"] > 0 and large["images_per_second"] > 0
+    assert large["seconds_per_1000"] > 0 and large["images_per_second"] > 0 and large["matmul_gflops"] > 0

@@ -57,7 +57,7 @@ def _predict_worker(cfg_dict: dict, data_dir: str, out_csv: str) -> dict:
     import keras  # noqa: F401
     import tensorflow  # noqa: F401
 
-    from lresizervit.bench.machine import peak_rss_mib, rss_mib
+    from lresizervit.bench.machine import measure_matmul_flops, peak_rss_mib, rss_mib
     from lresizervit.config import config_from_dict
     from lresizervit.data import pipeline  # noqa: F401
     from lresizervit.inference.ensemble import run_ensemble
@@ -67,8 +67,13 @@ def _predict_worker(cfg_dict: dict, data_dir: str, out_csv: str) -> dict:
     t1 = time.perf_counter()
     summary = run_ensemble([config_from_dict(cfg_dict)], data_dir, out_csv)
     total = time.perf_counter() - t1
+    peak = peak_rss_mib()
+    # How fast this machine was just now (a shared CPU's speed varies from run to run): the yardstick to
+    # read the times against.
+    matmul = measure_matmul_flops("float32", n=1024, repeats=5)
     n = summary["n_test"]
-    return {"test_images": n, "peak_rss_mib": peak_rss_mib(), "runtime_rss_mib": runtime_mib,
+    return {"test_images": n, "peak_rss_mib": peak, "runtime_rss_mib": runtime_mib,
+            "matmul_gflops": matmul["flops_per_second"] / 1e9,
             "end_rss_mib": rss_mib(), "predict_seconds": summary["seconds"],
             "seconds_per_1000": 1000 * summary["seconds"] / n, "images_per_second": summary["images_per_second"],
             "load_seconds": sum(e["load_seconds"] for e in summary["experiments"]),
@@ -107,11 +112,12 @@ def format_markdown(result: dict) -> str:
              f"{first['tta_views']} TTA view(s), {result['image_size']} px, batch {result['batch_size']}) on the "
              f"first N photos of {result['data_dir']}, each N in its own process ({result['machine']})", "",
              "| test images | peak RSS MiB | vs first | RSS after imports MiB | s per 1,000 photos | images/s "
-             "| model load s |", "|---:|---:|---:|---:|---:|---:|---:|"]
+             "| model load s | matmul GFLOP/s |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         lines.append(f"| {r['test_images']:,} | {r['peak_rss_mib']:,.0f} | {r['peak_vs_first']:.3f} | "
                      f"{r['runtime_rss_mib']:,.0f} | {r['seconds_per_1000']:.1f} | {r['images_per_second']:.1f} | "
-                     f"{r['load_seconds']:.1f} |")
+                     f"{r['load_seconds']:.1f} | {r['matmul_gflops']:.0f} |")
     lines += ["", "Peak RSS: the process's VmHWM, so it includes the TensorFlow runtime and the models; s per "
-              "1,000 photos: decoding, TTA views and every fold model, not the model load."]
+              "1,000 photos: decoding, TTA views and every fold model, not the model load; matmul GFLOP/s: a 1024^3 "
+              "float32 matmul in the same process just after, how fast the machine was at that moment."]
     return "\n".join(lines)
