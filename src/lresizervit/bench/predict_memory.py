@@ -41,7 +41,7 @@ def _subset_data_dir(data_dir: Path, n: int, dest: Path, test_csv_name: str = "t
     for entry in data_dir.iterdir():
         if entry.name != test_csv_name:
             (dest / entry.name).symlink_to(entry.resolve())
-    # As text, so the rows kept are byte for byte the original's.
+    # Read as strings, so the kept rows hold exactly the original values (no number re-formatted).
     rows = pd.read_csv(data_dir / test_csv_name, dtype=str, keep_default_na=False)
     rows.iloc[:n].to_csv(dest / test_csv_name, index=False)
     return dest
