@@ -464,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--steps", type=int, default=3, help="step: timed steps per variant; replicas: steps per pass")
     sp.add_argument("--images", type=int, default=256, help="loader: images to read per pass")
     sp.add_argument("--repeats", type=int, default=3, help="loader/predict: passes per pipeline (median reported)")
+    sp.add_argument("--test-images", default=None, metavar="N,N,...",
+                    help="predict: instead, peak memory and s per 1,000 photos of the whole predict command on "
+                         "the first N test photos, each N in its own process (e.g. 1000,10000)")
     sp.add_argument("--json", default=None, help="also write the raw figures to this JSON file")
     sp.add_argument("--md", default=None, help="also write the markdown table to this file")
     sp.set_defaults(func=cmd_bench)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lresizervit.bench import loader, predict, replicas, step
+from lresizervit.bench import loader, predict, predict_memory, replicas, step
 from lresizervit.config import Config
 
 EFFICIENCY_PRECISIONS = ("float32", "mixed_bfloat16")
@@ -26,6 +26,10 @@ def check_args(args) -> None:
 
             if importlib.util.find_spec("jax") is None:
                 raise ValueError("--backends names jax, which is not installed here: pip install -e '.[jax]'")
+    if getattr(args, "test_images", None):
+        if args.what != "predict":
+            raise ValueError(f"--test-images is a flag of --what predict, not of --what {args.what}")
+        predict_memory.parse_counts(args.test_images)
     if args.precisions:
         bad = [p for p in args.precisions.split(",") if p.strip() not in CHOICES["train.precision"]]
         if bad:
@@ -52,7 +56,16 @@ def _run_predict(cfg: Config, args) -> dict:
 
     # The experiment's own config rebuilds nothing here, but says how it was trained (image size, TTA);
     # where the data lives and the predict settings come from now, as in `predict`.
+    if getattr(args, "test_images", None):
+        return predict_memory.bench_predict_memory(trained_config(cfg),
+                                                   predict_memory.parse_counts(args.test_images))
     return predict.bench_predict(trained_config(cfg), repeats=args.repeats)
+
+
+def _format_predict(result: dict) -> str:
+    if result["what"] == "predict-memory":
+        return predict_memory.format_markdown(result)
+    return predict.format_markdown(result)
 
 
 BENCHES = {
@@ -60,7 +73,7 @@ BENCHES = {
                loader.format_markdown),
     "step": (_run_step, step.format_markdown),
     "efficiency": (_run_step, step.format_markdown),
-    "predict": (_run_predict, predict.format_markdown),
+    "predict": (_run_predict, _format_predict),
     "replicas": (lambda cfg, args: replicas.bench_replicas(cfg, batch=args.batch, steps=args.steps),
                  replicas.format_markdown),
 }
