@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from lresizervit.bench import loader, predict, predict_memory, replicas, step
 from lresizervit.config import Config
 
@@ -15,6 +17,9 @@ def check_args(args) -> None:
     for flag in ("batch", "steps", "images", "repeats", "rounds"):
         if getattr(args, flag) < 1:
             raise ValueError(f"bench --{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.what == "replicas" and os.environ.get("KERAS_BACKEND") == "jax":
+        raise ValueError("bench --what replicas times tf.distribute replicas (TensorFlow); under KERAS_BACKEND=jax "
+                         "the two-device check is tests/test_jax.py::test_two_devices_reproduce_one_device")
     if args.backends:
         bad = [b for b in args.backends.split(",") if b.strip() not in ("tensorflow", "jax")]
         if bad:
