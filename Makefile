@@ -66,4 +66,4 @@ transfer: install
 	$(PY) -m lresizervit transfer configs/transfer.yaml --json bench/transfer.json --md bench/transfer.md
 
 clean-demo:
-	rm -rf $(DEMO_DATA) folds/demo_folds.csv models/demo submissions/demo.csv
+	rm -rf $(DEMO_DATA) folds/demo_folds.csv folds/demo_folds.json folds/demo_folds.images.json models/demo submissions/demo.csv submissions/demo.json
