@@ -24,7 +24,7 @@ ifeq ($(PY),.venv/bin/python)
 	test -x .venv/bin/python || python3 -m venv .venv
 endif
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e '.[dev,jax]'
 	touch $@
 
 demo: install
@@ -66,4 +66,4 @@ transfer: install
 	$(PY) -m lresizervit transfer configs/transfer.yaml --json bench/transfer.json --md bench/transfer.md
 
 clean-demo:
-	rm -rf $(DEMO_DATA) folds/demo_folds.csv models/demo submissions/demo.csv
+	rm -rf $(DEMO_DATA) folds/demo_folds.csv folds/demo_folds.json folds/demo_folds.images.json models/demo submissions/demo.csv submissions/demo.json

@@ -22,6 +22,9 @@ while [[ $# -gt 0 ]]; do
 done
 # Pretrained weights that are not there fail here, in seconds, before any folds or data are touched.
 "$PYTHON" -m lresizervit weights check "$CONFIG" ${SETS[@]+"${SETS[@]}"}
+# Every image decodes (truncated or empty files are named with their row and Id) and duplicate photos are
+# found; results are cached beside the folds file, so a rerun only decodes what changed.
+"$PYTHON" -m lresizervit check-data "$CONFIG" ${SETS[@]+"${SETS[@]}"}
 "$PYTHON" -m lresizervit folds "$CONFIG" --if-missing ${SETS[@]+"${SETS[@]}"}
 if [[ ${#FOLDS[@]} -eq 0 ]]; then
   read -r -a FOLDS <<< "$("$PYTHON" -m lresizervit list-folds "$CONFIG" ${SETS[@]+"${SETS[@]}"})"

@@ -22,7 +22,9 @@ def tiny_experiment(tmp_path_factory) -> Path:
     import yaml
 
     from lresizervit.config import load_config
+    from lresizervit.data.duplicates import duplicate_groups
     from lresizervit.data.folds import make_folds, write_folds
+    from lresizervit.data.image_check import scan_split
     from lresizervit.data.schema import read_table
     from lresizervit.data.synth import SynthParams, generate
     from lresizervit.training.trainer import train_fold
@@ -39,7 +41,12 @@ def tiny_experiment(tmp_path_factory) -> Path:
     tree["predict"].update(out_dir=str(root / "submissions"), batch_size=8, svr_c=4.0, tta="hflip")
     (root / "tiny.yaml").write_text(yaml.safe_dump(tree))
     cfg = load_config(root / "tiny.yaml")
-    write_folds(make_folds(read_table(root / "data" / "train.csv", "train", TASK), 2, 0, TASK), cfg.data.folds_csv, TASK)
+    train = read_table(root / "data" / "train.csv", "train", TASK)
+    # Through the duplicate search, as the folds command does: the folds file then has its group column, so
+    # every reader of it (trainer, cv, report, ensemble, ...) runs on one.
+    scan, _ = scan_split(train, root / "data", "train", TASK, workers=1)
+    groups = duplicate_groups(scan.hashes, scan.signatures)
+    write_folds(make_folds(train, 2, 0, TASK, groups=groups), cfg.data.folds_csv, TASK)
     for k in range(2):
         train_fold(cfg, k)
     return root

@@ -107,6 +107,31 @@ def test_bench_step_one_variant_in_its_own_process(tmp_path, capsys):
     assert "| conv_after_resize 32->16 |" in md.read_text() and "| conv_after_resize 32->16 |" in capsys.readouterr().out
 
 
+def test_bench_step_on_both_backends_side_by_side(tmp_path):
+    """--backends: the same variant in a TensorFlow and a JAX process; FLOPs (counted on TF's graph) shared,
+    the cross-backend ratio computed from the two medians."""
+    out = tmp_path / "step.json"
+    assert main(["bench", "configs/demo.yaml", "--what", "step", "--variants", "bilinear@32", "--batch", "2",
+                 "--steps", "2", "--matmul-size", "256", "--backends", "tensorflow,jax", "--json", str(out),
+                 *TINY]) == 0
+    result = json.loads(out.read_text())
+    assert result["backends"] == ["tensorflow", "jax"]
+    tf_row, jax_row = result["variants"]["bilinear 32->16 [tensorflow]"], result["variants"]["bilinear 32->16 [jax]"]
+    assert tf_row["backend"] == "tensorflow" and jax_row["backend"] == "jax"
+    assert jax_row["train_step_flops"] == tf_row["train_step_flops"] > 0 and jax_row["step_seconds"] > 0
+    ratio = result["comparisons"]["bilinear 32->16: TensorFlow step time / JAX step time"]
+    assert ratio == pytest.approx(tf_row["step_seconds"] / jax_row["step_seconds"])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--what", "step", "--backends", "torch"], "--backends: 'torch' is not a Keras backend"),
+    (["--what", "loader", "--backends", "jax"], "--backends applies to --what step and efficiency, not loader"),
+])
+def test_bench_backends_flag_is_checked_before_anything_runs(flags, message, capsys):
+    assert main(["bench", "configs/demo.yaml", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_bench_predict_on_a_tiny_two_fold_experiment(tmp_path):
     from lresizervit.config import load_config, save_config
     from lresizervit.data.synth import SynthParams, generate

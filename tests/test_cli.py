@@ -104,7 +104,7 @@ def test_bench_loader_reports_every_pipeline(tiny_data, capsys):
 
 
 def test_undecodable_image_is_one_error_line_naming_the_file(tmp_path, capsys):
-    """check-data only checks existence; an image that will not decode must still fail as one line."""
+    """Prediction (which does not run check-data) still fails as one line on an image that will not decode."""
     generate(tmp_path / "data", 8, 2, SynthParams(seed=5, min_side=32, max_side=40, max_long_side=48), workers=1)
     test = pd.read_csv(tmp_path / "data" / "test.csv", dtype={"Id": str})
     bad = tmp_path / "data" / "test" / f"{test['Id'][1]}.jpg"
@@ -160,3 +160,87 @@ def test_building_the_parser_loads_no_framework():
             "print(sorted(m for m in ('keras', 'tensorflow', 'pandas', 'keras_hub') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _with_copies(tmp_path):
+    """12 photos + 3 copies under other Ids: exact (of row 1), re-encoded at quality 35 (of row 4), half size
+    (of row 7); their targets differ from the originals'."""
+    from tests.photos import encode, photo, resized, write, write_data_set
+
+    data = tmp_path / "data"
+    train, _ = write_data_set(data, n_train=12, n_test=2, side=120)
+    copies = {"copy_exact": 1, "copy_q35": 4, "copy_half": 7}
+    for new_id, row in copies.items():
+        original = photo(row, 120 + row, 120)
+        payload = {"copy_exact": (data / "train" / f"{train['Id'][row]}.jpg").read_bytes(),
+                   "copy_q35": encode(original, quality=35),
+                   "copy_half": encode(resized(original, 0.5), quality=90)}[new_id]
+        write(data / "train" / f"{new_id}.jpg", payload)
+        extra = train.iloc[[row]].copy()
+        extra["Id"], extra["Pawpularity"] = new_id, int(train["Pawpularity"][row]) + 10
+        train = pd.concat([train, extra], ignore_index=True)
+    train.to_csv(data / "train.csv", index=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  dir: {data}\n  folds_csv: {tmp_path / 'folds' / 'f.csv'}\n  n_folds: 3\n")
+    return train, cfg, copies
+
+
+def test_duplicates_are_reported_and_kept_in_one_fold(tmp_path, capsys):
+    train, cfg, copies = _with_copies(tmp_path)
+    assert main(["check-data", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "every image decodes" in out
+    assert "duplicate photos: 3 groups of 6 train rows, each kept in one fold" in out
+    assert "differs by up to 10 inside a group" in out
+    assert (tmp_path / "folds" / "f.images.json").is_file()
+
+    assert main(["folds", str(cfg)]) == 0
+    folds = pd.read_csv(tmp_path / "folds" / "f.csv", dtype={"Id": str})
+    for new_id, row in copies.items():
+        pair = folds.set_index("Id").loc[[train["Id"][row], new_id]]
+        assert pair["kfold"].nunique() == 1 and pair["group"].nunique() == 1 and (pair["group"] >= 0).all()
+    assert (folds["group"] >= 0).sum() == 6
+
+    # Same data and seed: the same folds file, whether the hashes come from the cache or are computed anew.
+    before = (tmp_path / "folds" / "f.csv").read_bytes()
+    (tmp_path / "folds" / "f.images.json").unlink()
+    (tmp_path / "folds" / "f.csv").unlink()
+    assert main(["folds", str(cfg)]) == 0
+    assert (tmp_path / "folds" / "f.csv").read_bytes() == before
+
+    # Off: no hash pass, plain stratified folds, no group column.
+    assert main(["folds", str(cfg), "--set", "data.group_duplicates=false", "--set",
+                 f"data.folds_csv={tmp_path / 'plain.csv'}"]) == 0
+    assert "group" not in pd.read_csv(tmp_path / "plain.csv").columns
+
+
+def test_merge_duplicates_leaves_one_row_per_group_with_the_mean_target(tmp_path, capsys):
+    train, cfg, copies = _with_copies(tmp_path)
+    assert main(["folds", str(cfg), "--set", "data.merge_duplicates=true"]) == 0
+    folds = pd.read_csv(tmp_path / "folds" / "f.csv", dtype={"Id": str}).set_index("Id")
+    assert len(folds) == 12 and not set(copies) & set(folds.index)
+    for row in copies.values():
+        # The copy's target is the original's + 10: the mean is the original's + 5.
+        assert folds.loc[train["Id"][row], "Pawpularity"] == train["Pawpularity"][row] + 5
+    sidecar = __import__("json").loads((tmp_path / "folds" / "f.json").read_text())
+    assert sidecar["merge_duplicates"] is True
+    assert sorted(sorted(ids) for ids in sidecar["duplicates"]["ids"]) == sorted(
+        sorted([train["Id"][row], new_id]) for new_id, row in copies.items())
+
+
+def test_check_data_names_every_truncated_and_empty_image(tmp_path, capsys):
+    from tests.photos import write_data_set
+
+    data = tmp_path / "data"
+    train, test = write_data_set(data)
+    truncated = data / "train" / f"{train['Id'][3]}.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:-300])
+    (data / "test" / f"{test['Id'][2]}.jpg").write_bytes(b"")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  dir: {data}\n  folds_csv: {tmp_path / 'f.csv'}\n")
+    assert main(["check-data", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"\nerror: {data}: 2 problems:\n" in f"\n{err}"
+    assert f"train.csv row 4 (line 5), Id '{train['Id'][3]}': cannot decode image '{truncated}'" in err
+    assert "truncated" in err
+    assert f"test.csv row 3 (line 4), Id '{test['Id'][2]}': image " in err and "empty (0 bytes)" in err

@@ -12,6 +12,7 @@ from sklearn.model_selection import KFold
 
 from lresizervit.data.folds import make_folds, read_folds, sturges_bins, write_folds
 from lresizervit.data.schema import SchemaError
+from lresizervit.task import GROUP
 from tests.facts import FOLD, FOLD_COLUMNS, ID, META_COLUMNS, TARGET, TASK
 
 
@@ -164,4 +165,58 @@ def test_read_validates_train_columns_too(tmp_path: Path) -> None:
     path = tmp_path / "train_folds.csv"
     df.to_csv(path, index=False)
     with pytest.raises(SchemaError, match=r"row 2 \(line 3\), column 'Pawpularity'"):
+        read_folds(path, TASK)
+
+
+def _groups(n: int, members: list[list[int]]) -> np.ndarray:
+    groups = np.full(n, -1)
+    for g, rows in enumerate(members):
+        groups[rows] = g
+    return groups
+
+
+def test_without_duplicates_groups_change_nothing_but_the_recorded_column() -> None:
+    df = _train_frame(200)
+    plain = make_folds(df, 5, seed=42, task=TASK)
+    grouped = make_folds(df, 5, seed=42, task=TASK, groups=np.full(200, -1))
+    assert grouped[FOLD].tolist() == plain[FOLD].tolist()
+    assert list(grouped.columns) == [*FOLD_COLUMNS, GROUP] and (grouped[GROUP] == -1).all()
+
+
+def test_each_group_lands_in_one_fold_and_folds_stay_balanced() -> None:
+    df = _train_frame(300)
+    members = [[0, 150, 299], [1, 2], [10, 20, 30, 40], *[[i, i + 100] for i in range(50, 90)]]
+    groups = _groups(300, members)
+    out = make_folds(df, 5, seed=0, task=TASK, groups=groups)
+    for rows in members:
+        assert out[FOLD].iloc[rows].nunique() == 1, rows
+    assert out[GROUP].tolist() == groups.tolist()
+    sizes = out[FOLD].value_counts()
+    # Folds hold the same number of units (groups and single rows) within one; rows differ by where the
+    # groups' extra rows fell: 43 groups hold 48 extra rows here.
+    assert (abs(sizes - 60) <= 6).all()
+    assert make_folds(df, 5, seed=0, task=TASK, groups=groups)[FOLD].tolist() == out[FOLD].tolist()
+
+
+def test_more_folds_than_groups_is_refused() -> None:
+    with pytest.raises(ValueError, match="n_folds=3 is more than the 2 groups"):
+        make_folds(_train_frame(6), 3, seed=0, task=TASK, groups=np.array([0, 0, 0, 1, 1, 1]))
+
+
+def test_group_column_round_trips_and_old_files_without_it_still_read(tmp_path: Path) -> None:
+    df = make_folds(_train_frame(40), 4, seed=1, task=TASK, groups=_groups(40, [[0, 1], [5, 9, 33]]))
+    path = write_folds(df, tmp_path / "train_folds.csv", TASK)
+    back, k = read_folds(path, TASK)
+    assert k == 4 and back[GROUP].tolist() == df[GROUP].tolist()
+    old = make_folds(_train_frame(40), 4, seed=1, task=TASK)
+    back, _ = read_folds(write_folds(old, tmp_path / "old.csv", TASK), TASK)
+    assert GROUP not in back.columns
+
+
+def test_read_rejects_a_group_split_over_folds(tmp_path: Path) -> None:
+    df = make_folds(_train_frame(40), 4, seed=1, task=TASK, groups=_groups(40, [[0, 1], [5, 9, 33]]))
+    df.loc[9, FOLD] = (df.loc[5, FOLD] + 1) % 4
+    path = tmp_path / "train_folds.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(SchemaError, match=r"group 1 spans folds .* \(rows 6, 10, 34\)"):
         read_folds(path, TASK)

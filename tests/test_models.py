@@ -1,5 +1,6 @@
 """Layer tests in the keras-hub style: shape, weight count, config round trip, save/load."""
 
+import os
 import subprocess
 import sys
 
@@ -18,6 +19,7 @@ from lresizervit.models.regressor import (
 )
 from lresizervit.models.resizer import FixedResize, LearnableResizer, expected_resizer_params
 from lresizervit.models.vit import VIT_VARIANTS, build_vit
+from tests.conftest import ROOT
 from tests.facts import TASK
 
 
@@ -284,6 +286,27 @@ def test_a_model_file_holding_code_is_refused_and_the_code_never_runs(tmp_path):
     with pytest.raises(ValueError, match=r"evil.keras: refused: the model holds code \(e.g. a Lambda layer\)"):
         load_model(marker_path)
     assert not marker.exists()
+
+
+def test_predict_refuses_an_experiment_whose_model_holds_code(tiny_experiment, tmp_path):
+    """The user's path: someone else's models/<exp>/ with a fold model holding a Lambda that writes a file.
+    `predict.py` stops with one error line naming the file, and the Lambda never ran."""
+    from tests.conftest import copy_experiment
+
+    cfg = copy_experiment(tiny_experiment, tmp_path / "exp")
+    marker = tmp_path / "ran.txt"
+    x = keras.Input((2,))
+    y = keras.layers.Lambda(lambda t, where=str(marker): (open(where, "w").write("x"), t)[1])(x)
+    evil = tmp_path / "exp" / "models" / "tiny" / "fold_0" / "model.keras"
+    keras.Model(x, y).save(evil)
+    marker.unlink(missing_ok=True)
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "predict.py", str(cfg), "--out", str(tmp_path / "sub.csv")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "fold_0/model.keras: refused: the model holds code" in errors[0], errors
+    assert not marker.exists() and not (tmp_path / "sub.csv").exists()
 
 
 def test_native_models_reload_in_safe_mode(tmp_path):

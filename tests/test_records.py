@@ -410,3 +410,44 @@ print("ok")
 def test_tfrecord_dirs_accept_pathlike_and_str(data):
     assert records_per_fold(os.fspath(data["train_dir"])) == records_per_fold(Path(data["train_dir"]))
     assert default_tfrecords_dir("input/x", 512) == Path("input/x/tfrecords_512")
+
+
+_KILLED_WRITE = """
+import os, signal, sys
+import pandas as pd
+from lresizervit.data.records import writer
+from tests.test_records import ID, IMAGES, S
+train = pd.read_csv(sys.argv[1], dtype={ID: str})
+encode, seen = writer._encode_task, []
+
+def encode_then_die(task):
+    seen.append(task)
+    if len(seen) == 9:  # shard 1 of 3 is written, shard 2 half-written: killed as a notebook's time limit does
+        os.kill(os.getpid(), signal.SIGKILL)
+    return encode(task)
+
+writer._encode_task = encode_then_die
+writer.write_tfrecords(train, sys.argv[2], sys.argv[3], S, IMAGES, num_shards=3, workers=1)
+"""
+
+
+def test_a_write_killed_between_shards_is_never_read_as_complete(data, tmp_path):
+    import shutil
+
+    out = tmp_path / "rec"
+    shutil.copytree(data["train_dir"], out)  # complete records of the same rows, being rewritten
+    frame = tmp_path / "train.csv"
+    data["train"].to_csv(frame, index=False)
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITE, str(frame), str(data["root"]), str(out)],
+                          cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert list(out.glob(".train-00001-of-00003.tfrec.*.tmp"))  # the half-written shard, never renamed
+    for read in (lambda: read_manifest(out), lambda: check_matches_frame(out, data["train"], S, IMAGES),
+                 lambda: read_tfrecords(out)):
+        with pytest.raises(TFRecordsError, match="half-written"):
+            read()
+    # Written again, it is complete, and the killed write's temp shard is gone.
+    write_tfrecords(data["train"], data["root"], out, S, IMAGES, num_shards=3, workers=1)
+    assert not list(out.glob(".*")) and records_per_fold(out) == records_per_fold(data["train_dir"])

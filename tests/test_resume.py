@@ -104,3 +104,31 @@ def test_early_stopping_and_force(tmp_path):
     out = run([py, "-m", "lresizervit", "train", str(cfg_path), "--fold", "1", "--force"], ROOT).stdout
     assert "already trained" not in out
     assert (tmp_path / "models/tiny/fold_1/metrics.json").stat().st_mtime_ns != first
+
+
+def test_sigterm_ends_training_at_once_and_a_rerun_loses_at_most_one_epoch(tmp_path):
+    """A Kaggle notebook's time limit arrives as SIGTERM: the process must end within seconds (no cleanup
+    that outlasts the grace period) and nothing it wrote may pass for more than it is."""
+    py = sys.executable
+    cfg_path = tiny_experiment(tmp_path, 24, 5, {"epochs": 8, "tensorboard": False})
+    fold = tmp_path / "models" / "tiny" / "fold_0"
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([py, "-m", "lresizervit", "train", str(cfg_path), "--fold", "0"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and backup_epochs(fold) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"training ended before its time limit:\n{proc.stdout.read()}"
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    proc.wait(timeout=60)
+    assert time.monotonic() - t0 < 10 and proc.returncode == -signal.SIGTERM
+    trained = len(pd.read_csv(fold / "history.csv"))  # epochs that finished before the signal
+    assert not (fold / "metrics.json").exists()
+
+    out = run([py, "-m", "lresizervit", "train", str(cfg_path), "--fold", "0"], ROOT).stdout
+    resumed = int(out.split("resuming after epoch ")[1].split()[0])
+    assert trained - 1 <= resumed <= trained  # at most one finished epoch is trained again
+    assert pd.read_csv(fold / "history.csv")["epoch"].tolist() == list(range(1, 9))
+    assert json.loads((fold / "metrics.json").read_text())["resumed_after_epoch"] == resumed
+    assert not [p.name for p in fold.rglob(".*")]  # no temp file of the killed run is left behind

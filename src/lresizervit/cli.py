@@ -1,13 +1,15 @@
 """`python -m lresizervit <command>`: one command per stage of config → folds → train → cv → predict.
 
 Every command that takes a CONFIG also takes `--set section.key=value` overrides (repeatable).
-A bad input ends with one line `error: ...` naming the file, row, column or key, and exit status 2.
+A bad input ends with one line `error: ...` naming the file, row, column or key, and exit status 2; so does
+a file that cannot be written (a full disk), naming it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import sys
 from pathlib import Path
@@ -71,6 +73,7 @@ def cmd_synth(args) -> None:
 def cmd_folds(args) -> None:
     from lresizervit.data.folds import (
         folds_fingerprint,
+        keys_missing_from_sidecar,
         make_folds,
         read_folds,
         sidecar_path,
@@ -84,7 +87,8 @@ def cmd_folds(args) -> None:
     cfg = _config(args)
     out, task = Path(cfg.data.folds_csv), cfg.task
     train_csv = Path(cfg.data.dir) / "train.csv"
-    now = folds_fingerprint(train_csv, cfg.data.n_folds, cfg.data.fold_seed)
+    now = folds_fingerprint(train_csv, cfg.data.n_folds, cfg.data.fold_seed, cfg.data.group_duplicates,
+                            cfg.data.merge_duplicates)
     if out.is_file() and args.if_missing:
         _, k = read_folds(out, task)
         diffs = stale_folds_reasons(out, now)
@@ -92,14 +96,50 @@ def cmd_folds(args) -> None:
             raise ValueError(f"{out} was made from other settings or another train.csv ({'; '.join(diffs)}); "
                              f"delete it (and the experiments trained on it) or use another data.folds_csv")
         print(f"{out}: exists ({k} folds); kept")
+        if "group_duplicates" in keys_missing_from_sidecar(out, now) and cfg.data.group_duplicates:
+            print(f"note: {out} was written before duplicate photos were grouped; delete it to group them")
         return
     train = read_table(train_csv, "train", task)
-    df = make_folds(train, cfg.data.n_folds, cfg.data.fold_seed, task)
+    groups, duplicates = None, None
+    if cfg.data.group_duplicates or cfg.data.merge_duplicates:
+        train, groups, duplicates = _duplicate_groups(cfg, train)
+    df = make_folds(train, cfg.data.n_folds, cfg.data.fold_seed, task, groups=groups)
     write_folds(df, out, task)
-    atomic_write_json(sidecar_path(out), now)
+    atomic_write_json(sidecar_path(out), {**now, **({"duplicates": duplicates} if duplicates else {})})
     sizes = df.groupby(FOLD).size().tolist()
     means = df.groupby(FOLD)[task.target_column].mean().round(2).tolist()
     print(f"wrote {out}: {cfg.data.n_folds} folds of {sizes} rows, target means {means}")
+
+
+def _duplicate_groups(cfg, train):
+    """(train, group labels, summary) with the photos hashed (cached beside the folds file); with
+    data.merge_duplicates the frame holds one row per group."""
+    from lresizervit.data.duplicates import duplicate_groups, group_summary, merge_duplicates
+    from lresizervit.data.image_check import cache_path, scan_split
+    from lresizervit.data.schema import SchemaError
+
+    train_csv = Path(cfg.data.dir) / "train.csv"
+    scan, problems = scan_split(train, cfg.data.dir, "train", cfg.task, cache_path(cfg.data.folds_csv),
+                                progress=True)
+    if problems:
+        raise SchemaError.from_problems(train_csv, problems, max_listed=None,
+                                        note="(python -m lresizervit check-data lists every bad image)")
+    groups = duplicate_groups(scan.hashes, scan.signatures)
+    found = group_summary(train, groups, cfg.task)
+    ids = train[cfg.task.id_column].astype(str).to_numpy()
+    # The sidecar keeps every group's Ids: with merge_duplicates the folds file no longer holds them all.
+    summary = {key: found[key] for key in ("groups", "rows", "max_spread")}
+    summary["ids"] = [ids[groups == g].tolist() for g in range(summary["groups"])]
+    if summary["groups"]:
+        verb = "merged into one row each" if cfg.data.merge_duplicates else "each kept in one fold"
+        print(f"duplicate photos: {_count(summary['groups'], 'group')} of {summary['rows']} rows, {verb}")
+    if cfg.data.merge_duplicates:
+        train, groups = merge_duplicates(train, groups, cfg.task)
+    return train, groups, summary
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def cmd_tfrecords(args) -> None:
@@ -142,11 +182,29 @@ def cmd_list_folds(args) -> None:
 
 
 def cmd_check_data(args) -> None:
-    from lresizervit.data.schema import validate_dataset
+    from lresizervit.data.duplicates import duplicate_groups, group_summary
+    from lresizervit.data.image_check import cache_path, check_dataset
 
     cfg = _config(args)
-    train, test = validate_dataset(cfg.data.dir, cfg.task)
-    print(f"{cfg.data.dir}: {len(train)} train and {len(test)} test rows, every image present")
+    task = cfg.task
+    cache = cache_path(cfg.data.folds_csv)
+    check = check_dataset(cfg.data.dir, task, cache, workers=args.workers, progress=True)
+    n = sum(len(s.errors) for s in check.scans.values())
+    print(f"{cfg.data.dir}: {len(check.train)} train and {len(check.test)} test rows, every image decodes "
+          f"({check.decoded} of {n} decoded now in {check.seconds:.1f} s, the others unchanged since {cache})")
+    scan = check.scans["train"]
+    summary = group_summary(check.train, duplicate_groups(scan.hashes, scan.signatures), task)
+    if not summary["groups"]:
+        print("duplicate photos: none in train")
+        return
+    handling = ("merged into one row each (data.merge_duplicates)" if cfg.data.merge_duplicates else
+                "each kept in one fold (data.group_duplicates)" if cfg.data.group_duplicates else
+                "NOT kept together: data.group_duplicates is false")
+    print(f"duplicate photos: {_count(summary['groups'], 'group')} of {summary['rows']} train rows, {handling}; "
+          f"{task.target_column} differs by up to {summary['max_spread']:g} inside a group")
+    for g in summary["largest_spreads"]:
+        pairs = ", ".join(f"{i} ({y:g})" for i, y in zip(g["ids"], g["targets"], strict=True))
+        print(f"  spread {g['spread']:g}: {pairs}")
 
 
 def cmd_weights(args) -> None:
@@ -166,9 +224,13 @@ def cmd_weights(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from lresizervit.backend import select
+
+    cfg = _config(args)
+    select(cfg.train.backend)  # before anything imports Keras: it picks its backend once
     from lresizervit.training.trainer import train_fold
 
-    train_fold(_config(args), args.fold, force=args.force)
+    train_fold(cfg, args.fold, force=args.force)
 
 
 def _not_chief(cfg) -> bool:
@@ -214,10 +276,14 @@ def cmd_report(args) -> None:
 
 
 def cmd_predict(args) -> None:
+    from lresizervit.backend import select
     from lresizervit.inference.ensemble import default_submission_path, format_members, run_ensemble
     from lresizervit.inference.predict import format_table
 
     cfgs = _prediction_configs(args)
+    # Prediction runs on whatever Keras starts with (a fold trained on one backend predicts on the other);
+    # on JAX this keeps the compiled programs for the next run.
+    select("auto")
     first = cfgs[0]
     summary = run_ensemble(cfgs, args.data_dir or first.data.dir, args.out or default_submission_path(cfgs))
     if len(summary["members"]) == 1:
@@ -321,8 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_tfrecords)
     with_config(sub.add_parser("list-folds", help="print the fold numbers of the folds file")).set_defaults(
         func=cmd_list_folds)
-    with_config(sub.add_parser("check-data", help="validate train.csv, test.csv and every image")).set_defaults(
-        func=cmd_check_data)
+    sp = with_config(sub.add_parser("check-data", help="validate train.csv and test.csv, decode every image "
+                                    "(results cached beside the folds file) and report duplicate photos"))
+    sp.add_argument("--workers", type=int, default=None, help="decoding processes (default: every core)")
+    sp.set_defaults(func=cmd_check_data)
 
     wp = sub.add_parser("weights", help="pretrained backbone weights: fetch a keras-hub preset into a folder, or "
                         "check that a config's backbone can be found")
@@ -385,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "none at data.image_size, learned at 768 and 1024, bilinear at 1024; efficiency: learned)")
     sp.add_argument("--precisions", default=None, help="step/efficiency: comma-separated train.precision values "
                     "(default: the config's; efficiency: float32,mixed_bfloat16)")
+    sp.add_argument("--backends", default=None, help="step/efficiency: comma-separated Keras backends to "
+                    "measure side by side, each variant in its own process, e.g. tensorflow,jax (default: the "
+                    "one Keras starts with)")
     sp.add_argument("--rounds", type=int, default=1, help="step/efficiency: run every variant this many times, "
                     "interleaved (median over all)")
     sp.add_argument("--matmul-size", type=int, default=None, help="step/efficiency: n of the n x n x n reference "
@@ -393,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--steps", type=int, default=3, help="step: timed steps per variant; replicas: steps per pass")
     sp.add_argument("--images", type=int, default=256, help="loader: images to read per pass")
     sp.add_argument("--repeats", type=int, default=3, help="loader/predict: passes per pipeline (median reported)")
+    sp.add_argument("--test-images", default=None, metavar="N,N,...",
+                    help="predict: instead, peak memory and s per 1,000 photos of the whole predict command on "
+                         "the first N test photos, each N in its own process (e.g. 1000,10000)")
     sp.add_argument("--json", default=None, help="also write the raw figures to this JSON file")
     sp.add_argument("--md", default=None, help="also write the markdown table to this file")
     sp.set_defaults(func=cmd_bench)
@@ -441,6 +515,14 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except expected as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A full disk or a read-only folder: the file it names is the artefact (io_utils names it, not its
+        # temp file); everything written before it is whole, so the same command is the fix.
+        where = f"{exc.filename}: " if exc.filename else ""
+        hint = ("; free some space and run the same command again (files written before are whole, and a fold "
+                "resumes from its last completed epoch)") if exc.errno == errno.ENOSPC else ""
+        print(f"error: {where}{exc.strerror or exc}{hint}", file=sys.stderr)
         return 2
     except Exception as exc:
         # An unreadable image surfaces inside tf.data as a TF error wrapping our ImageDecodeError:

@@ -34,6 +34,13 @@ class DataConfig:
     n_folds: int = 5
     # Seed of the stratified split.
     fold_seed: int = 42
+    # Keep every group of duplicate photos (the same picture under several Ids, found by a perceptual hash
+    # of every train image: README, check-data) in one fold, so no photo is validated on its own copy.
+    # false: plain stratified folds, no hash pass.
+    group_duplicates: bool = True
+    # Replace each group of duplicate photos by one row: its first row's Id, image and metadata, with the
+    # group's mean target (rounded for an integer target). The other rows are left out of the folds file.
+    merge_duplicates: bool = False
     # Photos are decoded and resized so their shorter side is this many pixels: the model's input size.
     image_size: int = 512
     # Keep decoded images in memory after the first epoch: they are kept uncropped, shorter side at
@@ -141,8 +148,12 @@ class TrainConfig:
     # "float32", "mixed_bfloat16" (CPU, TPU, recent GPUs) or "mixed_float16" (GPUs; loss scaling is
     # automatic). The head and the loss stay float32.
     precision: str = "float32"
+    # The Keras backend: "auto" (whatever Keras starts with: KERAS_BACKEND, else ~/.keras/keras.json, else
+    # TensorFlow), "tensorflow" or "jax" (TPU v5e on Kaggle, several GPUs). Trained models load on either.
+    backend: str = "auto"
     # "auto" (TPU → several GPUs → one GPU → CPU), "default" (one device), "mirrored", "tpu" or
-    # "multi_worker" (from TF_CONFIG). batch_size is per replica; the learning rate scales with replicas.
+    # "multi_worker" (from TF_CONFIG, TensorFlow only). batch_size is per replica; the learning rate scales
+    # with replicas. On JAX, auto/mirrored/tpu shard each batch over every local device (DataParallel).
     strategy: str = "auto"
     # Stop a fold when val RMSE has not improved for this many epochs (0 = never).
     patience: int = 0
@@ -204,6 +215,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.loss": ("bce", "mse"),
     "model.fusion": ("concat", "none"),
     "train.precision": ("float32", "mixed_bfloat16", "mixed_float16"),
+    "train.backend": ("auto", "tensorflow", "jax"),
     "train.strategy": ("auto", "default", "mirrored", "tpu", "multi_worker"),
     "predict.tta": ("none", "hflip", "flip_zoom"),
 }

@@ -3,8 +3,10 @@ so a crash or a failed check never leaves a half-written file or destroys the pr
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -23,20 +25,53 @@ def temp_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def named_os_error(exc: OSError, path: str | os.PathLike) -> OSError:
+    """The same OSError (same class and errno) naming `path`: a failed write() names no file, or only its
+    temp file, and the user must learn which artefact could not be written."""
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
+
+
+def ensure_free_space(path: str | os.PathLike, nbytes: int) -> None:
+    """Raise ENOSPC naming `path` when its file system has less than `nbytes` free.
+
+    For writers that cannot fail cleanly on a full disk: h5py (Keras weights) prints hundreds of errors and
+    can crash the process when a write fails midway, so the space is checked before it starts.
+    """
+    path = Path(path)
+    folder = next((p for p in (path.parent, *path.parents) if p.is_dir()), Path("."))
+    free = shutil.disk_usage(folder).free
+    if free < nbytes:
+        raise OSError(errno.ENOSPC, f"No space left on device (needs about {nbytes / 2**20:.1f} MiB, "
+                      f"{free / 2**20:.1f} MiB free)", str(path))
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = "") -> Path:
+    """Write `path` by calling `write(temp file)` (e.g. a Keras `save`), then renaming it into place.
+
+    `suffix` ends the temp file's name, for writers that insist on one (`.keras`). On failure the temp file
+    is removed, the previous `path` is untouched, and an OSError names `path`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
+    tmp = temp_path(path).with_suffix(".tmp" + suffix)
     try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise named_os_error(exc, path) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    def write(tmp: Path) -> None:
         with open(tmp, "xb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write_with(path, write)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -56,8 +91,6 @@ def atomic_write_csv(path: str | os.PathLike, df: pd.DataFrame, **to_csv_kwargs:
 def atomic_write_folder(out: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
     """Make the folder `out` whole or not at all: `fill` writes a temporary folder beside it, which then
     replaces `out` (a killed run leaves no half-written folder that a rerun would take as done)."""
-    import shutil
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(out)
@@ -66,6 +99,8 @@ def atomic_write_folder(out: str | os.PathLike, fill: Callable[[Path], None]) ->
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
+    except OSError as exc:
+        raise named_os_error(exc, out) from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

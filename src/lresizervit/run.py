@@ -44,7 +44,8 @@ DATASET_METADATA = "dataset-metadata.json"
 # Keys that may differ between the folds of one experiment without changing what model is trained.
 # Where the data lives may differ between machines (folds 0-1 at home, 2-4 on Kaggle); write_cv checks
 # that the folds' rows still add up.
-_HARMLESS_KEYS = {("train", "verbose"), ("train", "tensorboard"), ("train", "strategy"), ("predict",),
+_HARMLESS_KEYS = {("train", "verbose"), ("train", "tensorboard"), ("train", "strategy"), ("train", "backend"),
+                  ("predict",),
                   ("data", "dir"), ("data", "folds_csv"), ("data", "cache"), ("data", "tfrecords_dir")}
 
 
@@ -83,29 +84,109 @@ def has_trained_fold(run_dir: str | os.PathLike) -> bool:
 
 # ------------------------------------------------------------------------------------------ reading folds
 
+class FoldFileError(ValueError):
+    """A fold's file is unreadable, truncated or does not match the experiment; the message names the file,
+    the fold and the command that retrains it."""
+
+
+def retrain_command(run_dir: str | os.PathLike, fold: int) -> str:
+    """The command that trains fold `fold` of `run_dir` again from scratch (with the config that trained it)."""
+    return f"bash train_folds.sh {Path(run_dir) / CONFIG_FILE} {fold} --force"
+
+
+def _bad_fold_file(path: Path, fold: int, what: str) -> FoldFileError:
+    return FoldFileError(f"{path}: fold {fold}'s {path.name} {what}: truncated or corrupted (an interrupted copy, "
+                         f"a full disk?); nothing was blended. Retrain the fold: "
+                         f"{retrain_command(path.parent.parent, fold)}")
+
+
 def read_metrics(run_dir: str | os.PathLike, fold: int) -> dict:
-    return json.loads(fold_file(run_dir, fold, METRICS_FILE).read_text())
+    """The fold's metrics.json, or a FoldFileError naming it, the fold and how to retrain it."""
+    path = fold_file(run_dir, fold, METRICS_FILE)
+    try:
+        metrics = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise FoldFileError(f"{path}: missing, so fold {fold} is not trained; train it: "
+                            f"{retrain_command(run_dir, fold)}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _bad_fold_file(path, fold, f"is not readable JSON ({exc})") from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("n_folds"), int):
+        raise _bad_fold_file(path, fold, "is not a fold's metrics (no n_folds)")
+    return metrics
 
 
 def read_cv(run_dir: str | os.PathLike) -> dict | None:
     path = Path(run_dir) / CV_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        cv = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        cv, reason = None, f"is not readable JSON ({exc})"
+    else:
+        reason = "is not a CV summary (no n_folds)"
+    if not isinstance(cv, dict) or not isinstance(cv.get("n_folds"), int):
+        raise ValueError(f"{path}: {reason}: truncated or corrupted; rebuild it from the folds: "
+                         f"python -m lresizervit cv {Path(run_dir) / CONFIG_FILE}")
+    return cv
 
 
 def read_oof(path: str | os.PathLike, id_column: str) -> pd.DataFrame:
-    """An OOF file with its ids kept as text (an id like '0012' must not become 12)."""
-    return pd.read_csv(path, dtype={id_column: str})
+    """An OOF file with its ids kept as text (an id like '0012' must not become 12); an unreadable one is a
+    ValueError naming it."""
+    try:
+        return pd.read_csv(path, dtype={id_column: str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable CSV ({str(exc).strip()})") from None
 
 
-def fold_models(run_dir: str | os.PathLike) -> list[Path]:
-    """The model of every fold, or an error naming the folds that are missing or unfinished."""
+def read_fold_oof(run_dir: str | os.PathLike, fold: int, task) -> pd.DataFrame:
+    """Fold `fold`'s oof.csv, checked against its metrics.json: all of it, and only this fold's rows."""
+    path = fold_file(run_dir, fold, OOF_FILE)
+    if not path.is_file():
+        raise FoldFileError(f"{path}: missing, so fold {fold} is incomplete; retrain it: "
+                            f"{retrain_command(run_dir, fold)}")
+    try:
+        oof = read_oof(path, task.id_column)
+    except ValueError as exc:
+        raise _bad_fold_file(path, fold, f"is unreadable ({str(exc).split(': ', 1)[-1]})") from None
+    columns = [task.id_column, FOLD, task.target_column, "pred"]
+    if list(oof.columns) != columns:
+        raise _bad_fold_file(path, fold, f"has the columns {list(oof.columns)}, not {columns}")
+    n_val = read_metrics(run_dir, fold).get("n_val")
+    pred = pd.to_numeric(oof["pred"], errors="coerce")
+    if (n_val is not None and len(oof) != n_val) or not (oof[FOLD] == fold).all() or not np.isfinite(pred).all():
+        raise _bad_fold_file(path, fold, f"holds {len(oof)} rows" + (f" where its metrics.json counts {n_val}"
+                             if n_val is not None else "") + ", or rows of another fold or without a prediction")
+    return oof
+
+
+def check_model_file(path: str | os.PathLike, fold: int) -> None:
+    """A fold's model.keras must be a whole Keras archive; a truncated one fails here, naming the fold,
+    rather than half-way through loading every fold."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise _bad_fold_file(path, fold, f"is not a readable Keras archive ({exc})") from None
+    if "config.json" not in names:
+        raise _bad_fold_file(path, fold, "is a zip archive without a model config")
+
+
+def fold_models(run_dir: str | os.PathLike, task=None) -> list[Path]:
+    """The model of every fold, or an error naming the folds that are missing or unfinished, or the file
+    of a fold that is unreadable (with `task`, the folds' oof.csv files are checked too: prediction does not
+    read them, but a damaged one means a damaged fold)."""
     run_dir = Path(run_dir)
     cv = read_cv(run_dir)
     metrics = sorted(run_dir.glob(f"fold_*/{METRICS_FILE}"))
     if cv is not None:
         n_folds = cv["n_folds"]
     elif metrics:
-        n_folds = json.loads(metrics[0].read_text())["n_folds"]
+        n_folds = read_metrics(run_dir, int(metrics[0].parent.name.split("_")[1]))["n_folds"]
     else:
         raise FileNotFoundError(f"{run_dir}: no trained fold (run bash train_folds.sh with its config)")
     missing = [k for k in range(n_folds) if not fold_is_complete(run_dir, k)
@@ -115,6 +196,12 @@ def fold_models(run_dir: str | os.PathLike) -> list[Path]:
             f"{run_dir}: folds {missing} of {n_folds} are not trained; a submission from some folds only "
             f"would silently differ from the CV. Train them: bash train_folds.sh CONFIG {' '.join(map(str, missing))}"
         )
+    for k in range(n_folds):
+        if read_metrics(run_dir, k)["n_folds"] != n_folds:
+            raise _bad_fold_file(fold_file(run_dir, k, METRICS_FILE), k, f"does not say {n_folds} folds")
+        check_model_file(fold_file(run_dir, k, MODEL_FILE), k)
+        if task is not None and fold_file(run_dir, k, OOF_FILE).is_file():
+            read_fold_oof(run_dir, k, task)
     return [fold_file(run_dir, k, MODEL_FILE) for k in range(n_folds)]
 
 
@@ -227,9 +314,14 @@ def write_cv(cfg: Config) -> dict | None:
     run = cfg.run_dir
     if any(not fold_is_complete(run, k) for k in range(n_folds)):
         return None
-    oof = pd.concat([read_oof(fold_file(run, k, OOF_FILE), task.id_column) for k in range(n_folds)],
-                    ignore_index=True)
+    parts = [read_fold_oof(run, k, task) for k in range(n_folds)]
     ids = task.id_column
+    for k, part in enumerate(parts):
+        if set(part[ids]) != set(folds_df.loc[folds_df[FOLD] == k, ids]):
+            raise FoldFileError(f"{fold_file(run, k, OOF_FILE)}: fold {k}'s ids differ from fold {k} of "
+                                f"{cfg.data.folds_csv}: were the folds rewritten after training? Restore the "
+                                f"folds file or retrain the fold: {retrain_command(run, k)}")
+    oof = pd.concat(parts, ignore_index=True)
     if len(oof) != len(folds_df) or set(oof[ids]) != set(folds_df[ids]):
         raise ValueError(
             f"{run}: the folds' oof.csv files cover {len(oof)} rows but {cfg.data.folds_csv} has "

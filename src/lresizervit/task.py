@@ -20,6 +20,9 @@ PAWPULARITY_METADATA = ("Subject Focus", "Eyes", "Face", "Near", "Action", "Acce
                         "Human", "Occlusion", "Info", "Blur")
 # The folds file's own column (train.csv + the fold each row is validated in): ours, not the task's.
 FOLD = "kfold"
+# Its optional last column (written when duplicate photos were looked for): the row's group of duplicate
+# photos, -1 for a photo with none; a group never spans two folds.
+GROUP = "group"
 SPLITS = ("train", "test")
 
 
@@ -53,7 +56,7 @@ class Task:
         return float(self.target_range[1])
 
     def columns(self, kind: str) -> tuple[str, ...]:
-        """The exact header of a `train`, `test` or `folds` CSV, in order."""
+        """The exact header of a `train`, `test` or `folds` CSV, in order (a folds file may add GROUP)."""
         base = (self.id_column, *self.metadata_columns)
         by_kind = {"train": (*base, self.target_column), "test": base,
                    "folds": (*base, self.target_column, FOLD)}
@@ -82,8 +85,9 @@ class Task:
         dup = sorted({c for c in names if names.count(c) > 1})
         if dup:
             out.append(("metadata_columns", f"repeats or reuses the id/target column: {dup}"))
-        if FOLD in names:
-            out.append(("metadata_columns", f"{FOLD!r} is the folds file's own column"))
+        for own in (FOLD, GROUP):
+            if own in names:
+                out.append(("metadata_columns", f"{own!r} is the folds file's own column"))
         try:
             fields = {f for _, f, _, _ in string.Formatter().parse(self.image_path) if f is not None}
         except ValueError as exc:

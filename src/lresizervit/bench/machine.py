@@ -26,7 +26,14 @@ def machine_description() -> str:
         details = tf.config.experimental.get_device_details(gpu)
         names.append(details.get("device_name", gpu.name))
     accel = f", GPU: {', '.join(names)}" if names else ", no GPU"
-    return f"{model}, {platform.machine()}, {os.cpu_count()} cores{accel}, TensorFlow {tf.__version__}"
+    jax = ""
+    try:
+        from importlib.metadata import version
+
+        jax = f", JAX {version('jax')}"
+    except Exception:  # not installed: the TensorFlow side alone
+        pass
+    return f"{model}, {platform.machine()}, {os.cpu_count()} cores{accel}, TensorFlow {tf.__version__}{jax}"
 
 
 def measure_matmul_flops(dtype: str = "float32", n: int | None = None, repeats: int = 5) -> dict:
@@ -54,12 +61,25 @@ def measure_matmul_flops(dtype: str = "float32", n: int | None = None, repeats: 
     return {"dtype": out.dtype.name, "n": n, "flops_per_second": 2 * n**3 / seconds, "seconds_runs": times}
 
 
-def rss_mib() -> float:
-    """Current resident memory of this process (Linux), for "static" memory before the first step."""
+def _status_mib(field: str) -> float:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return float("nan")
+
+
+def rss_mib() -> float:
+    """Current resident memory of this process (Linux), for "static" memory before the first step."""
+    return _status_mib("VmRSS")
+
+
+def peak_rss_mib() -> float:
+    """The high-water mark of this process's resident memory (Linux VmHWM).
+
+    Not `ru_maxrss`: that one also counts the memory of the process before its last exec, so a worker
+    started by fork + exec from a large parent could report the parent's size.
+    """
+    return _status_mib("VmHWM")

@@ -7,6 +7,7 @@ before TensorFlow starts), so one variant's figures are not another's.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue as queue_module
 import time
 from collections.abc import Callable
@@ -23,16 +24,28 @@ def _call(target: Callable, args: tuple, results) -> None:
         raise
 
 
-def run_in_process(target: Callable, args: tuple, label: str, timeout_s: float = WORKER_TIMEOUT_S):
+def run_in_process(target: Callable, args: tuple, label: str, timeout_s: float = WORKER_TIMEOUT_S,
+                   env: dict[str, str] | None = None):
     """`target(*args)` in a spawned process; its return value, or a RuntimeError starting with `label`.
 
-    `target` must be a module-level function and `args` picklable. A worker that dies without answering
-    (the OOM killer) is noticed within POLL_S seconds; one that hangs is killed after `timeout_s`.
+    `target` must be a module-level function and `args` picklable. `env` is added to the worker's
+    environment before it starts (KERAS_BACKEND must be set before Keras is first imported). A worker that
+    dies without answering (the OOM killer) is noticed within POLL_S seconds; one that hangs is killed after
+    `timeout_s`.
     """
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     proc = ctx.Process(target=_call, args=(target, args, results))
-    proc.start()
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        proc.start()  # a spawned child copies os.environ here
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     deadline = time.monotonic() + timeout_s
     answer = None
     while answer is None:

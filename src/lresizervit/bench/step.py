@@ -27,7 +27,7 @@ def random_batch(task: Task, batch: int, image_size: int, seed: int = 0):
 
 def _step_worker(cfg_dict: dict, mode: str, image_size: int, steps: int, batch: int,
                  matmul_n: int | None) -> dict:
-    """Runs in its own process, so its peak memory is the variant's own."""
+    """Runs in its own process (on the backend its KERAS_BACKEND names), so its peak memory is its own."""
     import resource
     import time
 
@@ -39,14 +39,21 @@ def _step_worker(cfg_dict: dict, mode: str, image_size: int, steps: int, batch: 
 
     cfg = config_from_dict(cfg_dict)
     cfg.model.resizer.mode = mode
-    gpu = bool(tf.config.list_physical_devices("GPU"))
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        gpu = device.platform == "gpu"
+    else:
+        gpu = bool(tf.config.list_physical_devices("GPU"))
     keras.mixed_precision.set_global_policy(cfg.train.precision)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     model = build_regressor(cfg.model, image_size, cfg.task)
     model.compile(optimizer=keras.optimizers.AdamW(1e-4), loss=make_loss(cfg.model, cfg.task))
     model.optimizer.build(model.trainable_variables)
     static_mib = rss_mib()  # weights + optimizer state + runtime, before any activation exists
-    if gpu:
+    if gpu and backend == "tensorflow":
         tf.config.experimental.reset_memory_stats("GPU:0")
     x, y = random_batch(cfg.task, batch, image_size)
     model.train_on_batch(x, y)  # trace + first step: not timed
@@ -57,6 +64,7 @@ def _step_worker(cfg_dict: dict, mode: str, image_size: int, steps: int, batch: 
         times.append(time.perf_counter() - t0)
     result = {
         "mode": mode,
+        "backend": backend,
         "image_size": image_size,
         "backbone_size": image_size if mode == "none" else cfg.model.resizer.target_size,
         "precision": cfg.train.precision,
@@ -67,16 +75,36 @@ def _step_worker(cfg_dict: dict, mode: str, image_size: int, steps: int, batch: 
         "static_rss_mib": static_mib,
         "rss_before_model_mib": rss_before / 1024,
     }
-    if gpu:
+    if gpu and backend == "jax":
+        result["peak_gpu_mib"] = device.memory_stats()["peak_bytes_in_use"] / 2**20
+    elif gpu:
         result["peak_gpu_mib"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-    result.update(model_flops(model, x))
-    result["achieved_flops_per_second"] = result["train_step_flops"] / result["step_seconds"]
+    # FLOPs are counted on a traced TF graph; the same model's on JAX are the same math (the caller copies
+    # them from a TensorFlow process).
+    result.update(model_flops(model, x) if backend == "tensorflow" else {})
     compute = keras.mixed_precision.global_policy().compute_dtype
     result["matmul"] = {dt: measure_matmul_flops(dt, matmul_n) for dt in dict.fromkeys((compute, "float32"))}
     result["matmul_dtype"] = compute
-    result["fraction_of_matmul"] = (result["achieved_flops_per_second"]
-                                    / result["matmul"][compute]["flops_per_second"])
     return result
+
+
+def _flops_worker(cfg_dict: dict, mode: str, image_size: int, batch: int) -> dict:
+    """The FLOPs of a variant, counted in a TensorFlow process (for a variant measured on JAX only)."""
+    import keras
+
+    from lresizervit.config import config_from_dict
+    from lresizervit.models.regressor import build_regressor
+
+    cfg = config_from_dict(cfg_dict)
+    cfg.model.resizer.mode = mode
+    keras.mixed_precision.set_global_policy(cfg.train.precision)
+    model = build_regressor(cfg.model, image_size, cfg.task)
+    return model_flops(model, random_batch(cfg.task, batch, image_size)[0])
+
+
+def _add_achieved(row: dict) -> None:
+    row["achieved_flops_per_second"] = row["train_step_flops"] / row["step_seconds"]
+    row["fraction_of_matmul"] = row["achieved_flops_per_second"] / row["matmul"][row["matmul_dtype"]]["flops_per_second"]
 
 
 def parse_variants(text: str, default_size: int) -> list[tuple[str, int]]:
@@ -119,9 +147,11 @@ def default_step_variants(cfg: Config) -> list[tuple[str, int]]:
             + [("bilinear", size) for size in larger[-1:]])
 
 
-def variant_name(mode: str, size: int, target: int, precision: str) -> str:
+def variant_name(mode: str, size: int, target: int, precision: str, backend: str | None = None) -> str:
+    """`backend`: named only when the run compares backends."""
     seen = size if mode == "none" else target
-    return f"{mode} {size}->{seen}" + ("" if precision == "float32" else f" {precision}")
+    return (f"{mode} {size}->{seen}" + ("" if precision == "float32" else f" {precision}")
+            + (f" [{backend}]" if backend else ""))
 
 
 def _pool_round(old: dict, new: dict) -> None:
@@ -134,49 +164,74 @@ def _pool_round(old: dict, new: dict) -> None:
     for dt, m in new["matmul"].items():
         old["matmul"][dt]["seconds_runs"] += m["seconds_runs"]
         old["matmul"][dt]["flops_per_second"] = 2 * m["n"] ** 3 / statistics.median(old["matmul"][dt]["seconds_runs"])
-    old["achieved_flops_per_second"] = old["train_step_flops"] / old["step_seconds"]
-    old["fraction_of_matmul"] = (old["achieved_flops_per_second"]
-                                 / old["matmul"][old["matmul_dtype"]]["flops_per_second"])
+    _add_achieved(old)
 
 
 def bench_step(cfg: Config, batch: int = 4, steps: int = 3, variants: list[tuple[str, int]] | None = None,
-               precisions: tuple[str, ...] | None = None, rounds: int = 1, matmul_n: int | None = None) -> dict:
-    """Seconds per train step, peak memory and FLOP/s for each (mode, input size, precision), each in a fresh
-    process, one after the other; with rounds > 1 the whole list runs again (interleaved, so a slow moment
-    of the machine hits every variant alike) and the median is over every round's steps."""
+               precisions: tuple[str, ...] | None = None, rounds: int = 1, matmul_n: int | None = None,
+               backends: tuple[str, ...] | None = None) -> dict:
+    """Seconds per train step, peak memory and FLOP/s for each (mode, input size, precision, backend), each
+    in a fresh process, one after the other; with rounds > 1 the whole list runs again (interleaved, so a
+    slow moment of the machine hits every variant alike) and the median is over every round's steps.
+    `backends` (default: the one Keras runs on here) are "tensorflow" and/or "jax"."""
+    from lresizervit.backend import running
+
     variants = variants or default_step_variants(cfg)
     precisions = precisions or (cfg.train.precision,)
+    backends = backends or (running(),)
+    named = len(backends) > 1
     rows: dict[str, dict] = {}
     for _ in range(rounds):
         for precision in precisions:
             for mode, size in variants:
-                tree = cfg.to_dict()
-                tree["train"]["precision"] = precision
-                result = run_in_process(_step_worker, (tree, mode, size, steps, batch, matmul_n),
-                                        f"bench step: variant {mode}@{size}")
-                name = variant_name(mode, size, cfg.model.resizer.target_size, precision)
-                if name in rows:
-                    _pool_round(rows[name], result)
-                else:
-                    rows[name] = result
+                for backend in backends:
+                    tree = cfg.to_dict()
+                    tree["train"]["precision"] = precision
+                    result = run_in_process(_step_worker, (tree, mode, size, steps, batch, matmul_n),
+                                            f"bench step: variant {mode}@{size} on {backend}",
+                                            env={"KERAS_BACKEND": backend})
+                    name = variant_name(mode, size, cfg.model.resizer.target_size, precision,
+                                        backend if named else None)
+                    if name in rows:
+                        _pool_round(rows[name], result)
+                    else:
+                        rows[name] = result
+                        _share_flops(rows, result, tree, batch)
     base = next(iter(rows.values()))["step_seconds"]
     for row in rows.values():
         row["step_time_vs_first"] = row["step_seconds"] / base
     return {"what": "step", "backbone": cfg.model.backbone.name, "target_size": cfg.model.resizer.target_size,
-            "batch": batch, "steps": steps, "rounds": rounds, "flops_counting": FLOPS_COUNTING,
-            "machine": machine_description(), "variants": rows, "comparisons": step_comparisons(rows, cfg)}
+            "batch": batch, "steps": steps, "rounds": rounds, "backends": list(backends),
+            "flops_counting": FLOPS_COUNTING, "machine": machine_description(), "variants": rows,
+            "comparisons": step_comparisons(rows, cfg, backends if named else (None,))}
 
 
-def step_comparisons(rows: dict[str, dict], cfg: Config) -> dict:
-    """The issue's ratios, where both sides were measured."""
+def _share_flops(rows: dict[str, dict], new: dict, tree: dict, batch: int) -> None:
+    """FLOPs of a JAX row from the TF row of the same variant, else counted in a TF process of its own."""
+    if "train_step_flops" not in new:
+        same = [r for r in rows.values() if "train_step_flops" in r and r["backend"] == "tensorflow"
+                and (r["mode"], r["image_size"], r["precision"]) == (new["mode"], new["image_size"], new["precision"])]
+        counted = same[0] if same else run_in_process(
+            _flops_worker, (tree, new["mode"], new["image_size"], batch), "bench step: counting FLOPs",
+            env={"KERAS_BACKEND": "tensorflow"})
+        new.update({k: counted[k] for k in ("forward_flops", "train_step_flops", "forward_flops_by_op",
+                                            "tf_profiler_forward_flops")})
+    _add_achieved(new)
+
+
+def step_comparisons(rows: dict[str, dict], cfg: Config, backends: tuple[str | None, ...] = (None,)) -> dict:
+    """The issue's ratios, where both sides were measured; with several backends, per backend and between
+    them (each variant on JAX over the same on TensorFlow)."""
     s, t = cfg.data.image_size, cfg.model.resizer.target_size
     out = {}
-    for precision in dict.fromkeys(r["precision"] for r in rows.values()):
-        def get(mode, size, precision=precision):
-            return rows.get(variant_name(mode, size, t, precision))
+    for precision, backend in ((p, b) for p in dict.fromkeys(r["precision"] for r in rows.values())
+                               for b in backends):
+        def get(mode, size, precision=precision, backend=backend):
+            return rows.get(variant_name(mode, size, t, precision, backend))
 
         learned, bilinear, none = get("learned", s), get("bilinear", s), get("none", s)
-        tag = "" if precision == "float32" else f" ({precision})"
+        tag = "" if precision == "float32" and backend is None else \
+            " (" + ", ".join(x for x in (precision if precision != "float32" else None, backend) if x) + ")"
         if learned and none:
             out[f"none {s} / learned {s}->{t}: step time{tag}"] = none["step_seconds"] / learned["step_seconds"]
             out[f"learned {s}->{t} / none {s}: peak memory{tag}"] = learned["peak_rss_mib"] / none["peak_rss_mib"]
@@ -194,6 +249,13 @@ def step_comparisons(rows: dict[str, dict], cfg: Config) -> dict:
             if big and get("bilinear", size):
                 out[f"learned / bilinear {size}->{t}: step time{tag}"] = (
                     big["step_seconds"] / get("bilinear", size)["step_seconds"])
+    if "tensorflow" in backends and "jax" in backends:
+        for name, row in rows.items():
+            if row["backend"] == "jax":
+                tf_row = rows.get(name.replace("[jax]", "[tensorflow]"))
+                if tf_row:
+                    plain = name.replace(" [jax]", "")
+                    out[f"{plain}: TensorFlow step time / JAX step time"] = tf_row["step_seconds"] / row["step_seconds"]
     return out
 
 

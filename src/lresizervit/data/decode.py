@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["ImageDecodeError", "load_image", "resize_short_side"]
+__all__ = ["ImageDecodeError", "decode_image", "load_image", "resize_short_side"]
 
 # Modes that carry an alpha channel (or a transparent palette entry): flattened over white, because the RGB
 # values under fully transparent pixels are arbitrary (often black) and would otherwise leak into the photo.
@@ -38,22 +38,30 @@ def load_image(path: str | os.PathLike[str], short_side: int) -> np.ndarray:
     if int(short_side) != short_side or short_side < 1:
         raise ValueError(f"short_side must be a positive integer, got {short_side!r}")
     short_side = int(short_side)
+    return resize_short_side(decode_image(path, short_side), short_side)
+
+
+def decode_image(path: str | os.PathLike[str], min_side: int) -> np.ndarray:
+    """Decode ``path`` as RGB uint8 ``[H, W, 3]`` at the smallest scale the format allows that keeps
+    ``min(H, W) >= min_side`` (JPEG: 1/2, 1/4 or 1/8 by libjpeg; other formats: full size), EXIF-rotated.
+
+    Every byte of the file is decoded, so a truncated file fails here; errors as in :func:`load_image`.
+    """
     path_str = os.fspath(path)
     try:
         with Image.open(path_str) as img:
             # draft() only promises each side >= the request, in the stored orientation; asking for a square
-            # of short_side keeps the stored shorter side >= short_side, which stays true after any EXIF
+            # of min_side keeps the stored shorter side >= min_side, which stays true after any EXIF
             # rotation. A no-op for non-JPEG formats.
-            img.draft("RGB", (short_side, short_side))
+            img.draft("RGB", (min_side, min_side))
             # load() inside the try: without it a truncated JPEG is only noticed later (or, with
             # LOAD_TRUNCATED_IMAGES, silently padded with grey).
             img.load()
             # in_place: the common no-orientation case would otherwise cost a full copy of the image.
             ImageOps.exif_transpose(img, in_place=True)
-            rgb = _to_rgb(img)
+            return _to_rgb(img)
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ... on bad data
         raise ImageDecodeError(f"cannot decode image {path_str!r}: {type(exc).__name__}: {exc}") from exc
-    return resize_short_side(rgb, short_side)
 
 
 def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:

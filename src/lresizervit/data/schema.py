@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lresizervit.task import FOLD, Task
+from lresizervit.task import FOLD, GROUP, Task
 
 # Column names, the target's range and the image layout are the task's (lresizervit/task.py); this module
 # owns only how a CSV of that task is read and checked.
@@ -40,17 +40,19 @@ class SchemaError(ValueError):
 
     @classmethod
     def from_problems(
-        cls, source: str | os.PathLike[str], problems: Sequence[str], note: str | None = None
+        cls, source: str | os.PathLike[str], problems: Sequence[str], note: str | None = None,
+        max_listed: int | None = MAX_LISTED,
     ) -> SchemaError:
-        """One message listing the first :data:`MAX_LISTED` problems and a count of the rest."""
+        """One message listing the first `max_listed` problems (None: all) and a count of the rest."""
         source = str(source)
+        listed = len(problems) if max_listed is None else max_listed
         if len(problems) == 1:
             message = f"{source}: {problems[0]}"
         else:
             lines = [f"{source}: {len(problems)} problems:"]
-            lines += [f"  {p}" for p in problems[:MAX_LISTED]]
-            if len(problems) > MAX_LISTED:
-                lines.append(f"  ... and {len(problems) - MAX_LISTED} more")
+            lines += [f"  {p}" for p in problems[:listed]]
+            if len(problems) > listed:
+                lines.append(f"  ... and {len(problems) - listed} more")
             message = "\n".join(lines)
         if note:
             message += f"\n{note}"
@@ -68,13 +70,16 @@ def read_table(path: str | os.PathLike[str], kind: str, task: Task) -> pd.DataFr
     """Read and validate a ``train``, ``test`` or ``folds`` CSV of `task`.
 
     Returns a frame with a RangeIndex (position = data row - 1), the id column as str, the fold column and
-    integer-valued columns as int64 and the others as float64. Raises :class:`SchemaError` on the first
-    kind of problem found (file, columns, values).
+    integer-valued columns as int64 and the others as float64. A folds file may end with the GROUP column
+    (files written before it existed do not). Raises :class:`SchemaError` on the first kind of problem found
+    (file, columns, values).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     expected = task.columns(kind)
     raw = _read_raw(path)
+    if kind == "folds" and GROUP in raw.columns:
+        expected = (*expected, GROUP)
     _check_columns(path, list(raw.columns), expected, kind, task)
 
     problems: list[tuple[int, int, str]] = []  # (row, column position, message): sorted like a linter
@@ -85,6 +90,8 @@ def read_table(path: str | os.PathLike[str], kind: str, task: Task) -> pd.DataFr
             lo, hi, integer = task.lo, task.hi, task.integer_target
         elif col == FOLD:
             lo, hi, integer = 0, None, True
+        elif col == GROUP:
+            lo, hi, integer = -1, None, True
         elif task.metadata_binary:
             lo, hi, integer = 0, 1, True
         else:
@@ -105,10 +112,9 @@ def check_images(df: pd.DataFrame, data_dir: str | os.PathLike[str], split: str,
 
     ``source`` is the CSV the rows came from (named in the message); rows are counted by position.
     """
-    image_dir = task.image_file(data_dir, split, "x").parent
-    if "{id}" not in Path(task.image_path).parent.as_posix() and not image_dir.is_dir():
-        # One folder holds every image: say so once rather than once per row.
-        raise SchemaError.from_problems(source, [f"image directory {image_dir} not found"])
+    missing_dir = missing_image_dir(data_dir, split, task)
+    if missing_dir is not None:
+        raise SchemaError.from_problems(source, [f"image directory {missing_dir} not found"])
     paths: list[str] = []
     problems: list[str] = []
     id_column = task.id_column
@@ -126,6 +132,15 @@ def check_images(df: pd.DataFrame, data_dir: str | os.PathLike[str], split: str,
     if problems:
         raise SchemaError.from_problems(source, problems)
     return paths
+
+
+def missing_image_dir(data_dir: str | os.PathLike[str], split: str, task: Task) -> Path | None:
+    """The folder that holds every image of `split`, when the layout has one and it does not exist: a
+    missing folder is said once rather than once per row."""
+    image_dir = task.image_file(data_dir, split, "x").parent
+    if "{id}" not in Path(task.image_path).parent.as_posix() and not image_dir.is_dir():
+        return image_dir
+    return None
 
 
 def validate_dataset(data_dir: str | os.PathLike[str], task: Task) -> tuple[pd.DataFrame, pd.DataFrame]:

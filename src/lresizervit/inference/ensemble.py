@@ -23,7 +23,19 @@ from lresizervit.config import Config
 from lresizervit.data.schema import check_images, read_table
 from lresizervit.inference.svr import SVRHead, fit_svr_head, load_svr_head, save_svr_head
 from lresizervit.io_utils import atomic_write_csv, atomic_write_json
-from lresizervit.run import METRICS_FILE, OOF_FILE, fold_models, oof_cache_files, read_oof, svr_file
+from lresizervit.run import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    OOF_FILE,
+    FoldFileError,
+    fold_models,
+    oof_cache_files,
+    read_cv,
+    read_metrics,
+    read_oof,
+    retrain_command,
+    svr_file,
+)
 from lresizervit.task import FOLD, Task, rmse
 
 # ---------------------------------------------------------------------------------------------- blend weights
@@ -108,7 +120,13 @@ def _dataset(cfg: Config, paths: list[str], meta: np.ndarray):
 
 def _embed(model, ds) -> np.ndarray:
     """Embeddings of the plain view (what the SVR is fitted on); `model` is a two-output model."""
-    return np.concatenate([np.asarray(model.predict_on_batch(x)[1], np.float32) for x in ds])
+    from lresizervit.backend import predict_batch
+
+    chunks, rows = [], None
+    for x in ds:
+        rows = rows or int(x["image"].shape[0])  # later batches padded to the first's size on JAX
+        chunks.append(np.asarray(predict_batch(model, x, rows)[1], np.float32))
+    return np.concatenate(chunks)
 
 
 def _train_frame(data_dir: Path, oof: pd.DataFrame, task: Task) -> tuple[pd.DataFrame, list[str]]:
@@ -126,8 +144,45 @@ def _train_frame(data_dir: Path, oof: pd.DataFrame, task: Task) -> tuple[pd.Data
 
 
 def _read_oof(cfg: Config) -> pd.DataFrame | None:
-    path = cfg.run_dir / OOF_FILE
-    return read_oof(path, cfg.task.id_column) if path.is_file() else None
+    """The experiment's concatenated OOF (None before `cv` wrote it), whole: every row cv.json counted."""
+    path, task = cfg.run_dir / OOF_FILE, cfg.task
+    if not path.is_file():
+        return None
+    cv = read_cv(cfg.run_dir)
+    try:
+        oof = read_oof(path, task.id_column)
+        problem = None
+        if list(oof.columns) != [task.id_column, FOLD, task.target_column, "pred"]:
+            problem = f"has the columns {list(oof.columns)}"
+        elif cv is not None and len(oof) != cv["n_oof"]:
+            problem = f"holds {len(oof)} rows where cv.json counts {cv['n_oof']}"
+        elif not np.isfinite(pd.to_numeric(oof["pred"], errors="coerce")).all():
+            problem = "has rows without a prediction"
+    except ValueError as exc:
+        problem = str(exc).split(": ", 1)[-1]
+    if problem:
+        raise ValueError(f"{path}: {problem}: truncated or corrupted; nothing was blended. Rebuild it from "
+                         f"the folds: python -m lresizervit cv {cfg.run_dir / CONFIG_FILE}")
+    return oof
+
+
+def _load_fold_model(path: Path, fold: int):
+    """Load a fold's model; a file that cannot be read names itself, the fold and how to retrain it."""
+    import zipfile
+    import zlib
+
+    from lresizervit.models.regressor import load_model
+
+    try:
+        return load_model(path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        # Not the file's fault: a model holding code, or a SavedModel backbone's folder that is missing.
+        if "refused" in str(exc) or (isinstance(exc, FileNotFoundError) and exc.filename != str(path)):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise FoldFileError(f"{path}: fold {fold}'s model cannot be loaded ({type(exc).__name__}: {first}): "
+                            f"truncated or corrupted; nothing was blended. Retrain the fold: "
+                            f"{retrain_command(path.parent.parent, fold)}") from None
 
 
 def experiment_members(cfg: Config, data_dir: Path, test: pd.DataFrame, test_paths: list[str],
@@ -137,20 +192,19 @@ def experiment_members(cfg: Config, data_dir: Path, test: pd.DataFrame, test_pat
     The OOF written at training time is reused when it was predicted with the TTA asked for now; otherwise
     (or for the SVR) each fold model predicts its own validation rows again, cached in the run folder.
     """
-    from lresizervit.models.regressor import load_model
     from lresizervit.models.tta import predict_models, tta_views
 
     tta, svr = cfg.predict.tta, cfg.predict.svr
     tta_views(tta)  # an unknown mode fails here, before any model loads
     run = cfg.run_dir
-    model_paths = fold_models(run)
+    model_paths = fold_models(run, cfg.task)  # every fold's files whole, before anything is predicted
     prints = [_fold_fingerprint(p.parent, p) for p in model_paths]
     # None for folds trained before metrics.json recorded its TTA: their OOF is re-predicted, since the
     # saved config.yaml says only what the last fold trained used.
-    trained_tta = [json.loads((p.parent / METRICS_FILE).read_text()).get("tta") for p in model_paths]
+    trained_tta = [read_metrics(run, k).get("tta") for k in range(len(model_paths))]
     saved_oof = _read_oof(cfg)
     t_load = time.perf_counter()
-    models = [load_model(p) for p in model_paths]
+    models = [_load_fold_model(p, k) for k, p in enumerate(model_paths)]
     load_seconds = time.perf_counter() - t_load
 
     nn_oof = svr_oof = None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lresizervit.io_utils import temp_path
+from lresizervit.io_utils import atomic_write_with
 
 # Test embeddings per kernel block: bounds the [rows, support vectors] distance matrix in memory.
 _CHUNK = 1024
@@ -76,17 +76,13 @@ def fit_svr_head(emb: np.ndarray, target: np.ndarray, c: float, info: dict | Non
 
 def save_svr_head(head: SVRHead, path: str | os.PathLike) -> Path:
     """Write the head atomically: a reader sees the old file or the whole new one."""
-    path = Path(path)
-    tmp = temp_path(path)
-    try:
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, mean=head.mean, scale=head.scale, support_vectors=head.support_vectors,
                      dual_coef=head.dual_coef, intercept=np.float64(head.intercept), gamma=np.float64(head.gamma),
                      info=np.array(json.dumps(head.info)))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    return atomic_write_with(path, write)
 
 
 def load_svr_head(path: str | os.PathLike) -> SVRHead:

@@ -21,6 +21,9 @@ class _RangeLoss(keras.losses.Loss):
     """A loss on the 0..1 scale: y -> (y - lo) / (hi - lo) for labels and predictions alike."""
 
     def __init__(self, lo: float, hi: float, **kwargs):
+        # A mean over the rows' weights: without weights the plain mean; with the zero-weight rows that pad a
+        # validation batch on JAX (training/placement.py), the mean over the real rows only.
+        kwargs.setdefault("reduction", "mean_with_sample_weight")
         super().__init__(**kwargs)
         self.lo, self.hi = float(lo), float(hi)
 
@@ -212,6 +215,10 @@ def load_model(path) -> keras.Model:
     loads only with safe_mode=False and which also needs its SavedModel folder where it was trained from.
     """
     unsafe = needs_unsafe_loading(path)
+    if unsafe and keras.backend.backend() != "tensorflow":
+        raise ValueError(f"{path}: its backbone is a TF SavedModel (model.backbone.name savedmodel:/hub:), "
+                         f"which only TensorFlow runs; load it with KERAS_BACKEND=tensorflow, not "
+                         f"{keras.backend.backend()}")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
     except ValueError as exc:

@@ -55,16 +55,20 @@ def predict_models(models: list, ds, tta: str, task: Task,
     model i's embeddings to a second prediction (the SVR head); the result is then `(network, head)`, both
     averaged over models × views and clipped the same way.
     """
+    from lresizervit.backend import predict_batch
+
     views = tta_views(tta)
     if heads is not None and len(heads) != len(models):
         raise ValueError(f"{len(heads)} heads for {len(models)} models")
     nn_chunks, head_chunks = [], []
+    rows = None  # the first batch's size: later ones are padded to it on JAX (one compile per model)
     for element in ds:
         x = element[0] if isinstance(element, tuple) else element
+        rows = rows or int(x["image"].shape[0])
         nn_total, head_total = 0.0, 0.0
         for i, model in enumerate(models):
             for view in views:
-                out = model.predict_on_batch(view(x))
+                out = predict_batch(model, view(x), rows)
                 if heads is not None:
                     out, emb = out
                     head_total = head_total + np.asarray(heads[i](np.asarray(emb)), np.float64).reshape(-1)

@@ -130,7 +130,7 @@ class TransformerBlock(layers.Layer):
         self.norm_mlp = layers.LayerNormalization(epsilon=1e-6, name="norm_mlp", dtype=p)
         self.mlp_in = layers.Dense(self.mlp_dim, activation="gelu", name="mlp_in", dtype=p)
         self.mlp_out = layers.Dense(self.hidden_dim, name="mlp_out", dtype=p)
-        self.drop = layers.Dropout(self.dropout)
+        self.drop = layers.Dropout(self.dropout, dtype=p)  # else, reloaded under float32, it casts bf16 back
         self.norm_attn.build(input_shape)
         self.attn.build(input_shape, input_shape)
         self.norm_mlp.build(input_shape)

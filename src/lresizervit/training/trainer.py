@@ -6,7 +6,9 @@ complete. Under multi-worker training the chief writes models/<exp>/, worker i m
 
 A fold killed mid-training resumes from its last completed epoch when trained again (Keras
 BackupAndRestore restores weights, optimizer state and the epoch; history.csv and the best score are
-restored from the files). A complete fold (metrics.json exists) is skipped unless `force`.
+restored from the files). The backup is kept until metrics.json is written, so a fold that stopped after
+its last epoch (a full disk while writing its OOF) only predicts its OOF again. A complete fold
+(metrics.json exists) is skipped unless `force`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,13 @@ import pandas as pd
 from lresizervit.config import Config
 from lresizervit.data.folds import read_folds
 from lresizervit.data.schema import check_images
-from lresizervit.io_utils import atomic_write_csv, atomic_write_json
+from lresizervit.io_utils import (
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_with,
+    ensure_free_space,
+    named_os_error,
+)
 from lresizervit.models.regressor import (
     backbone_variables,
     build_regressor,
@@ -45,6 +52,7 @@ from lresizervit.run import (
     check_run_config,
     ensure_run_config,
     fold_dir,
+    read_metrics,
     write_cv,
 )
 from lresizervit.task import FOLD, rmse
@@ -60,6 +68,31 @@ def backup_epoch(backup_dir: Path) -> int:
         return int(json.loads(meta.read_text())["epoch"])
     except (ValueError, KeyError, TypeError):
         return 0  # unreadable: Keras falls back to its previous copy or starts over
+
+
+def _file_size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else 0
+
+
+class _Backup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that checks for room before each checkpoint and keeps it after `fit` (train_fold
+    removes it once the fold's metrics are written).
+
+    h5py, which writes the checkpoint, handles a full disk badly (hundreds of error lines, then a
+    segmentation fault, measured): a checkpoint is as big as the last one, or as model.keras for the first.
+    """
+
+    def __init__(self, backup_dir: Path, model_file: Path):
+        super().__init__(str(backup_dir), double_checkpoint=True, delete_checkpoint=False)
+        self._model_file = model_file
+
+    def _save_model(self):
+        latest = Path(self._weights_path)
+        ensure_free_space(latest, max(_file_size(latest), _file_size(self._model_file)) + 2**20)
+        try:
+            super()._save_model()
+        except OSError as exc:
+            raise named_os_error(exc, latest) from exc
 
 
 class _FoldMonitor(keras.callbacks.Callback):
@@ -123,10 +156,11 @@ class _FoldMonitor(keras.callbacks.Callback):
         improved = val < self.best
         if improved:
             self.best, self.best_epoch = val, epoch + 1
-            tmp = self.out_dir / f".{MODEL_FILE}.tmp.keras"
+            path = self.out_dir / MODEL_FILE
+            # The previous best stays whole if this one cannot be written (the temp file is removed).
+            ensure_free_space(path, _file_size(path) + 2**20)
             with self._weights_to_save():
-                self.model.save(tmp)
-            os.replace(tmp, self.out_dir / MODEL_FILE)
+                atomic_write_with(path, self.model.save, suffix=".keras")
         atomic_write_csv(self.out_dir / HISTORY_FILE, pd.DataFrame(self.rows))
         print(
             f"fold {self.fold} epoch {epoch + 1:3d}  loss {logs.get('loss', float('nan')):.4f}  "
@@ -162,7 +196,7 @@ def build_tfrecord_datasets(cfg: Config, rec_dir: Path, fold: int, n_folds: int,
 
 
 def build_datasets(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, train_paths: list[str],
-                   val_paths: list[str], seed: int, batch_size: int):
+                   val_paths: list[str], seed: int, batch_size: int, drop_remainder: bool = False):
     import tensorflow as tf
 
     from lresizervit.data.pipeline import make_dataset
@@ -177,7 +211,7 @@ def build_datasets(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, tr
     train_ds = make_dataset(
         train_paths, train_df[task.metadata_columns].to_numpy("float32"),
         train_df[task.target_column].to_numpy("float32"), training=True, augment_kwargs=aug, shuffle_seed=seed,
-        **common,
+        drop_remainder=drop_remainder, **common,
     )
     val_ds = make_dataset(
         val_paths, val_df[task.metadata_columns].to_numpy("float32"),
@@ -231,7 +265,9 @@ def compile_model(cfg: Config, steps_per_epoch: int, replicas: int = 1, train_df
     model.compile(
         optimizer=optimizer,
         loss=make_loss(cfg.model, cfg.task),
-        metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
+        # Weighted: validation batches padded with zero-weight rows (on JAX) are scored on their real rows;
+        # without weights (training, TensorFlow) the same RMSE. A plain `metrics=` entry ignores weights.
+        weighted_metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
     )
     return model
 
@@ -247,8 +283,12 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
 
     import tensorflow as tf
 
-    from lresizervit.training.strategy import check_workers_agree, describe, make_strategy, multi_worker_task
+    from lresizervit.backend import select
+    from lresizervit.training.placement import check_backend_support, make_placement, pad_batches
+    from lresizervit.training.strategy import check_workers_agree, make_strategy, multi_worker_task
 
+    select(cfg.train.backend)  # the CLI applied it before Keras started; in-process callers get the check
+    check_backend_support(cfg)
     task = cfg.task
     folds_df, n_folds = read_folds(cfg.data.folds_csv, task)
     if not 0 <= fold < n_folds:
@@ -269,9 +309,10 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
         resume = 0 if force or complete else backup_epoch(out / BACKUP_DIR)
         check_workers_agree(strategy, fold_complete=int(complete), resume_after_epoch=resume)
     if complete:
+        metrics = read_metrics(cfg.run_dir, fold)  # an unreadable one names itself and the --force command
         print(f"fold {fold}: already trained ({out / METRICS_FILE}); skipped (--force retrains it)", flush=True)
         write_cv(cfg)
-        return json.loads((out / METRICS_FILE).read_text())
+        return metrics
     if cfg.data.tfrecords:
         from lresizervit.data.records.manifest import check_matches_frame
 
@@ -286,29 +327,35 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
     keras.utils.set_random_seed(seed)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    strategy = strategy or make_strategy(cfg.train.strategy)
-    replicas = strategy.num_replicas_in_sync
+    placement = make_placement(cfg.train.strategy, strategy)
+    replicas = placement.replicas
     global_batch = cfg.train.batch_size * replicas
     in_val = (folds_df[FOLD] == fold).to_numpy()
     train_df, val_df = folds_df[~in_val].reset_index(drop=True), folds_df[in_val].reset_index(drop=True)
+    if placement.equal_batches and len(train_df) < global_batch:
+        raise ValueError(f"fold {fold} has {len(train_df)} training rows, fewer than one global batch of "
+                         f"{global_batch} ({placement.description}, train.batch_size {cfg.train.batch_size} "
+                         f"per replica): lower train.batch_size")
     if cfg.data.tfrecords:
-        # A TPU wants every batch the same size.
-        tpu = isinstance(strategy, tf.distribute.TPUStrategy)
-        train_ds, val_ds = build_tfrecord_datasets(cfg, rec_dir, fold, n_folds, seed, global_batch, tpu)
+        train_ds, val_ds = build_tfrecord_datasets(cfg, rec_dir, fold, n_folds, seed, global_batch,
+                                                   placement.equal_batches)
     else:
         train_paths = [p for p, v in zip(paths, in_val, strict=True) if not v]
         val_paths = [p for p, v in zip(paths, in_val, strict=True) if v]
-        train_ds, val_ds = build_datasets(cfg, train_df, val_df, train_paths, val_paths, seed, global_batch)
-    steps = math.ceil(len(train_df) / global_batch)
+        train_ds, val_ds = build_datasets(cfg, train_df, val_df, train_paths, val_paths, seed, global_batch,
+                                          drop_remainder=placement.equal_batches)
+    steps = len(train_df) // global_batch if placement.equal_batches else math.ceil(len(train_df) / global_batch)
     # Built before the config is saved: a config the model refuses (a size not divisible by the patch, a
     # missing backbone) must not become the experiment's config.
-    with strategy.scope():
+    with placement.scope():
         model = compile_model(cfg, steps, replicas, train_df)
     ensure_run_config(cfg)
     if force and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS_FILE).unlink(missing_ok=True)  # the fold is incomplete until it is rewritten
+    for stale in out.glob(".*.tmp*"):  # a killed run's half-written temp files (one process trains a fold)
+        stale.unlink()
     backup = out / BACKUP_DIR
     resumed = backup_epoch(backup)
     if not resumed:
@@ -316,7 +363,7 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
         for name in (MODEL_FILE, OOF_FILE, HISTORY_FILE):
             (out / name).unlink(missing_ok=True)
     print(f"fold {fold}/{n_folds - 1}: {len(train_df)} train, {len(val_df)} val images, "
-          f"{model.count_params():,} parameters, {cfg.train.epochs} epochs, {describe(strategy)}, "
+          f"{model.count_params():,} parameters, {cfg.train.epochs} epochs, {placement.description}, "
           f"global batch {global_batch}" + (f"; resuming after epoch {resumed}" if resumed else ""), flush=True)
 
     # EMA: validation (so early stopping and the choice of the best epoch) runs on the averaged weights,
@@ -324,14 +371,27 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
     ema_swap = keras.callbacks.SwapEMAWeights() if cfg.train.ema else None
     monitor = _FoldMonitor(out, fold, len(train_df), cfg.train.patience, resume_epochs=resumed, ema_swap=ema_swap)
     # The monitor runs before the backup: a kill between the two redoes the epoch rather than losing it.
-    callbacks = [*([ema_swap] if ema_swap else []), monitor,
-                 keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)]
+    callbacks = [*([ema_swap] if ema_swap else []), monitor, _Backup(backup, out / MODEL_FILE)]
     if cfg.train.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(out / LOGS_DIR), write_graph=False, profile_batch=0))
     callbacks += list(extra_callbacks)
     t0 = time.perf_counter()
-    model.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs, callbacks=callbacks, shuffle=False,
-              verbose=cfg.train.verbose)
+    finished = resumed >= cfg.train.epochs or bool(
+        cfg.train.patience and monitor.best_epoch > 0 and resumed - monitor.best_epoch >= cfg.train.patience)
+    # JAX compiles a step per batch shape: validation batches all padded to the global batch compile once.
+    pad_to = global_batch if keras.backend.backend() == "jax" else placement.batch_multiple
+    if finished:
+        print(f"fold {fold}: its {resumed} epochs were trained before; predicting its OOF", flush=True)
+    else:
+        try:
+            with placement.scope():
+                model.fit(train_ds, validation_data=pad_batches(val_ds, pad_to), epochs=cfg.train.epochs,
+                          callbacks=callbacks, shuffle=False, verbose=cfg.train.verbose)
+        except OSError as exc:
+            if exc.filename:
+                raise
+            # Our own writes name their file; one that names none (a TensorBoard log) is named by its fold.
+            raise named_os_error(exc, out) from exc
     seconds = time.perf_counter() - t0
     if monitor.best_epoch < 0:
         raise ValueError(f"fold {fold}: val RMSE was never finite (training diverged); no model was saved. "
@@ -351,6 +411,8 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
         "epochs": len(monitor.rows),
         "epochs_planned": cfg.train.epochs,
         "resumed_after_epoch": resumed,
+        "backend": keras.backend.backend(),
+        "devices": placement.devices,
         "replicas": replicas,
         "global_batch": global_batch,
         "n_train": len(train_df),
@@ -360,6 +422,7 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
         "parameters": int(model.count_params()),
     }
     atomic_write_json(out / METRICS_FILE, metrics)
+    shutil.rmtree(backup, ignore_errors=True)  # the fold is complete: nothing left to resume
     print(f"fold {fold}: val RMSE {metrics['val_rmse']:.3f} (best epoch {monitor.best_epoch}), "
           f"{seconds:.0f}s", flush=True)
     write_cv(cfg)

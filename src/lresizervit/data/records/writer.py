@@ -86,6 +86,8 @@ def write_tfrecords(
     out.mkdir(parents=True, exist_ok=True)
     # From here until the new manifest lands, readers refuse the directory instead of mixing old and new.
     (out / MANIFEST).unlink(missing_ok=True)
+    for p in out.glob(f".*{SHARD_SUFFIX}.*.tmp"):  # shards a killed write left half-written (up to 200 MB each)
+        p.unlink()
     encoded = _encode_all(ordered_paths, int(image_size), int(quality), int(workers))
     shards: list[dict[str, Any]] = []
     tmp: Path | None = None
