@@ -107,6 +107,7 @@ def test_bench_step_one_variant_in_its_own_process(tmp_path, capsys):
     assert "| conv_after_resize 32->16 |" in md.read_text() and "| conv_after_resize 32->16 |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bench_step_on_both_backends_side_by_side(tmp_path):
     """--backends: the same variant in a TensorFlow and a JAX process; FLOPs (counted on TF's graph) shared,
     the cross-backend ratio computed from the two medians."""
