@@ -80,6 +80,16 @@ def test_bad_override_names_key(override, key):
         load_config(None, [override])
 
 
+def test_area_interpolation_is_refused_where_the_resizer_trains_through_it():
+    # Measured: TensorFlow's ResizeArea has no gradient ("gradient registry has no entry for: ResizeArea") and
+    # Keras on JAX has no area resize; a plain resize of the input needs no gradient, so there it stays.
+    for mode in ("learned", "conv_after_resize"):
+        with pytest.raises(ConfigError, match=r"'model.resizer.interpolation' is 'area'"):
+            load_config(None, [f"model.resizer.mode={mode}", "model.resizer.interpolation=area"])
+    assert load_config(None, ["model.resizer.mode=bilinear", "model.resizer.interpolation=area"]).model.resizer.mode \
+        == "bilinear"
+
+
 def test_override_syntax_error():
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_config(None, ["train.epochs"])

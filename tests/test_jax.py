@@ -96,10 +96,12 @@ def test_cli_refuses_a_key_that_contradicts_keras_backend(jax_cache):
 def test_tensorflow_only_parts_are_refused_on_jax_before_training(tmp_path, jax_cache):
     cfg = make_data(tmp_path, 12, 2)
     env = env_for("jax", jax_cache)
-    for setting, key in (("model.backbone.name=savedmodel:/nowhere", "model.backbone.name"),
-                         ("train.strategy=multi_worker", "train.strategy")):
-        proc = run([sys.executable, "-m", "lresizervit", "train", str(cfg), "--fold", "0", "--set", setting], env,
-                   check=False)
+    for settings, key in ((["model.backbone.name=savedmodel:/nowhere"], "model.backbone.name"),
+                          (["train.strategy=multi_worker"], "train.strategy"),
+                          (["model.resizer.mode=bilinear", "model.resizer.interpolation=area"],
+                           "model.resizer.interpolation")):
+        sets = [arg for setting in settings for arg in ("--set", setting)]
+        proc = run([sys.executable, "-m", "lresizervit", "train", str(cfg), "--fold", "0", *sets], env, check=False)
         assert proc.returncode == 2, proc.stderr[-3000:]
         err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert len(err) == 1 and key in err[0] and "jax" in err[0].lower(), err

@@ -392,6 +392,10 @@ def _check_values(cfg: Config, source: str) -> None:
     if not cfg.task.metadata_columns and cfg.model.fusion != "none":
         raise ConfigError(f"{source}: key 'model.fusion' is {cfg.model.fusion!r} but 'task.metadata_columns' is "
                           "empty: set model.fusion: none for an image-only task")
+    if cfg.model.resizer.mode in ("learned", "conv_after_resize") and cfg.model.resizer.interpolation == "area":
+        raise ConfigError(f"{source}: key 'model.resizer.interpolation' is 'area', which the learned resizer cannot "
+                          "train through (TensorFlow's area resize has no gradient; Keras on JAX has no area "
+                          "resize): use bilinear, bicubic or nearest")
     if cfg.model.resizer.mode != "none" and cfg.model.resizer.target_size > cfg.data.image_size:
         raise ConfigError(
             f"{source}: key 'model.resizer.target_size' ({cfg.model.resizer.target_size}) is larger than "

@@ -45,6 +45,9 @@ def check_backend_support(cfg) -> None:
         raise ValueError(f"model.backbone.name {cfg.model.backbone.name!r} is a TF SavedModel (TFSMLayer), which "
                          f"only TensorFlow runs, and Keras runs on {backend}: use a keras_hub: backbone (the same "
                          f"ViTs are keras-hub presets) or train with train.backend: tensorflow")
+    if cfg.model.resizer.mode != "none" and cfg.model.resizer.interpolation == "area":
+        raise ValueError(f"model.resizer.interpolation 'area' has no resize in Keras on {backend}: use bilinear, "
+                         "bicubic or nearest, or train with train.backend: tensorflow")
     if cfg.train.strategy == "multi_worker":
         _jax_placement("multi_worker")
 
