@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import yaml
 from lresizervit.training.trainer import backup_epoch
 from tests.facts import TASK
 from tests.test_end_to_end import ROOT, tiny_config
+from tests.test_resume import train_until_backed_up
 
 NOISE = "^[IWE]0000|absl|WARNING: All log"
 
@@ -177,12 +177,7 @@ def test_user_path_on_jax_resumes_after_a_kill_and_predicts_on_both_backends(tmp
     cfg = make_data(tmp_path, 24, 3, {"backend": "jax", "epochs": 6, "ema": True, "ema_momentum": 0.9})
     env = env_for(None, jax_cache)
     fold = tmp_path / "models" / "tiny" / "fold_0"
-    proc = subprocess.Popen([py, "-m", "lresizervit", "train", str(cfg), "--fold", "0"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and backup_epoch(fold / "backup") < 2 and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, f"training ended before it could be killed:\n{proc.stdout.read()}"
+    proc = train_until_backed_up(cfg, fold, 2, env=env, timeout_s=400)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     killed_after = backup_epoch(fold / "backup")

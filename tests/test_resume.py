@@ -49,14 +49,8 @@ def test_kill_and_resume_then_skip(tmp_path):
     fold = tmp_path / "models" / "tiny" / "fold_0"
     history = fold / "history.csv"
 
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([py, "-m", "lresizervit", "train", str(cfg_path), "--fold", "0"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
     # Kill once a few epochs are backed up, well before the 40th.
-    while time.monotonic() < deadline and backup_epochs(fold) < 3 and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, f"training ended before it could be killed:\n{proc.stdout.read()}"
+    proc = train_until_backed_up(cfg_path, fold, 3)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     done_before = backup_epochs(fold)
@@ -89,6 +83,21 @@ def backup_epochs(fold: Path) -> int:
     return backup_epoch(fold / "backup")
 
 
+def train_until_backed_up(cfg_path: Path, fold: Path, epochs: int, env: dict | None = None,
+                          timeout_s: float = 300) -> subprocess.Popen:
+    """`lresizervit train CONFIG --fold K` in a subprocess (K from `fold`, its folder), returned still running
+    once `epochs` epochs are backed up: the moment to kill it."""
+    env = env or {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    k = fold.name.split("_")[-1]
+    proc = subprocess.Popen([sys.executable, "-m", "lresizervit", "train", str(cfg_path), "--fold", k], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and backup_epochs(fold) < epochs and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"training ended before it could be stopped:\n{proc.stdout.read()}"
+    return proc
+
+
 def test_early_stopping_and_force(tmp_path):
     py = sys.executable
     # A learning rate of ~0 never improves after epoch 1 (no BatchNorm either: the bilinear resizer has
@@ -112,13 +121,7 @@ def test_sigterm_ends_training_at_once_and_a_rerun_loses_at_most_one_epoch(tmp_p
     py = sys.executable
     cfg_path = tiny_experiment(tmp_path, 24, 5, {"epochs": 8, "tensorboard": False})
     fold = tmp_path / "models" / "tiny" / "fold_0"
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([py, "-m", "lresizervit", "train", str(cfg_path), "--fold", "0"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and backup_epochs(fold) < 2 and proc.poll() is None:
-        time.sleep(0.05)
-    assert proc.poll() is None, f"training ended before its time limit:\n{proc.stdout.read()}"
+    proc = train_until_backed_up(cfg_path, fold, 2)
     proc.send_signal(signal.SIGTERM)
     t0 = time.monotonic()
     proc.wait(timeout=60)

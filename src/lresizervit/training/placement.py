@@ -28,8 +28,9 @@ class Placement:
     scope: Callable[[], contextlib.AbstractContextManager]
     # Every training batch the same size (TPU; several JAX devices).
     equal_batches: bool = False
-    # Validation batch sizes must be a multiple of this (JAX shards them too; see pad_batches).
-    batch_multiple: int = 1
+    # Validation batches padded to the global batch (JAX: it shards them too, and compiles a step per batch
+    # shape, so one size also means one compile; see pad_batches).
+    pad_validation: bool = False
     # The tf.distribute strategy on TensorFlow (multi-worker checks need it), None on JAX.
     tf_strategy: Any = None
 
@@ -88,10 +89,10 @@ def _jax_placement(name: str) -> Placement:
         raise ValueError(f"train.strategy is 'tpu' but JAX sees no TPU (its devices: {', '.join(names)}); "
                          "on a Kaggle TPU VM use its JAX image, or set train.strategy: auto")
     if name == "default" or (name == "auto" and len(devices) == 1):
-        return Placement(1, names[:1], f"JAX on {names[0]}", contextlib.nullcontext)
+        return Placement(1, names[:1], f"JAX on {names[0]}", contextlib.nullcontext, pad_validation=True)
     distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices())
     return Placement(len(devices), names, f"JAX DataParallel over {len(devices)} {devices[0].platform} "
-                     f"device(s)", distribution.scope, equal_batches=True, batch_multiple=len(devices))
+                     f"device(s)", distribution.scope, equal_batches=True, pad_validation=True)
 
 
 def pad_batches(ds, multiple: int):

@@ -378,8 +378,7 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
     t0 = time.perf_counter()
     finished = resumed >= cfg.train.epochs or bool(
         cfg.train.patience and monitor.best_epoch > 0 and resumed - monitor.best_epoch >= cfg.train.patience)
-    # JAX compiles a step per batch shape: validation batches all padded to the global batch compile once.
-    pad_to = global_batch if keras.backend.backend() == "jax" else placement.batch_multiple
+    pad_to = global_batch if placement.pad_validation else 1
     if finished:
         print(f"fold {fold}: its {resumed} epochs were trained before; predicting its OOF", flush=True)
     else:
