@@ -133,6 +133,13 @@ def test_bench_backends_flag_is_checked_before_anything_runs(flags, message, cap
     assert message in capsys.readouterr().err
 
 
+def test_bench_replicas_is_refused_under_jax(monkeypatch, capsys):
+    # It times tf.distribute replicas; under KERAS_BACKEND=jax the flag check says where the JAX check is.
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert main(["bench", "configs/demo.yaml", "--what", "replicas"]) == 2
+    assert "bench --what replicas times tf.distribute replicas" in capsys.readouterr().err
+
+
 def test_bench_predict_on_a_tiny_two_fold_experiment(tmp_path):
     from lresizervit.config import load_config, save_config
     from lresizervit.data.synth import SynthParams, generate
