@@ -1,8 +1,8 @@
 """The learnable resizer's faster formulation computes what the plain one does.
 
 `LearnableResizer.call` applies bn_in's normalisation after the feature resize (with the full-resolution
-batch statistics) instead of before it, and on JAX resizes through two products with matrices read off
-jax.image's own resize at build time. `plain_call` below is the straightforward formulation, as the layer
+batch statistics) instead of before it, and resizes through two products with matrices read off the
+backend's own resize at build time (on JAX always, on TensorFlow up to a 64 px target). `plain_call` below is the straightforward formulation, as the layer
 computed it before that change, on the same sublayers and variables; every test compares the two on the
 backend the test session runs under (run it with KERAS_BACKEND=jax as well as the default).
 
@@ -173,9 +173,9 @@ def test_a_saved_model_loads_and_predicts_what_the_plain_formulation_predicts(tm
     path = tmp_path / "resizer.keras"
     model.save(path)
     again = keras.saving.load_model(path)
-    # On JAX the resizes run as products with matrices fixed at build time; elsewhere through ops.image.
+    # The resizes (40x36 -> 10x12) run as products with matrices fixed at build time, on both backends.
     loaded = again.get_layer(layer.name)
-    assert (loaded._resize_matrices is not None) == (keras.backend.backend() == "jax")
+    assert loaded._plan is not None
     paths = sorted(v.path for v in again.get_layer(layer.name).weights)
     assert paths == sorted(v.path for v in layer.weights)
     assert any(p.endswith("bn_in/moving_variance") for p in paths) and any(p.endswith("conv_in/kernel") for p in paths)

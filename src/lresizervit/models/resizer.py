@@ -48,6 +48,71 @@ def resize_matrix(n_in: int, n_out: int, interpolation: str):
     return ops.convert_to_numpy(resize_images(eye, (n_out, 1), interpolation))[0, :, 0, :]
 
 
+# TensorFlow resizes through products only up to this target side: the products do `target` multiply-adds
+# per input value where its ScaleAndTranslate kernel visits a few nonzero taps. Measured on this CPU (16
+# channels, forward + backward, plus the 3-channel skip forward), products against ScaleAndTranslate:
+# 96 -> 24 and 128 -> 32 nearly free against 7-9 ms, 192 -> 48 6.2 against 7.5 ms, 256 -> 64 a tie,
+# 384 -> 96 14 against 6.6 ms, 512 -> 224 83 against 14 ms.
+TF_PRODUCTS_MAX_TARGET = 64
+
+
+def resize_plan(in_hw, out_hw: tuple[int, int], interpolation: str):
+    """The row and column matrices for `resize_by_matrices` from `in_hw` to `out_hw` where products are
+    this backend's faster way to resize, else None (then `resize_images` runs). On JAX always: jax.image's
+    resize rebuilds the same matrices inside every step and ran 2x slower, forward + backward, than products
+    with them fixed (96 -> 24 and 512 -> 224). Keras's JAX resize has no "area"; TensorFlow's has no
+    gradient: both stay with `resize_images`, which refuses or fails as before."""
+    in_hw = tuple(in_hw)
+    if interpolation == "area" or None in in_hw or in_hw == tuple(out_hw):
+        return None
+    backend = keras.backend.backend()
+    if backend == "tensorflow" and max(out_hw) <= TF_PRODUCTS_MAX_TARGET:
+        return tuple(resize_matrix(n, t, interpolation) for n, t in zip(in_hw, out_hw, strict=True))
+    if backend == "jax":
+        import jax
+
+        with jax.ensure_compile_time_eval():  # constants even if the layer is built inside a trace
+            return tuple(resize_matrix(n, t, interpolation) for n, t in zip(in_hw, out_hw, strict=True))
+    return None
+
+
+def planned_resize(x, plan, size: tuple[int, int], interpolation: str):
+    """`resize_images(x, size, interpolation)`, through `plan`'s products when it was made for x's size."""
+    if plan is None or tuple(x.shape[1:3]) != (plan[0].shape[1], plan[1].shape[1]):
+        return resize_images(x, size, interpolation)
+    return resize_by_matrices(x, *plan)
+
+
+def resize_by_matrices(x, rows, cols):
+    """`resize_images(x, ...)` for `[B, H, W, C]` input as two matrix products: `rows` `[T_h, H]` on the
+    `[H, W*C]` slab of every image, then `cols` `[T_w, W]` on the `[W, C]` slab of every output row. The
+    same weighted sums as the library's resize, in another order, with no transpose.
+
+    On JAX the products run at the HIGHEST precision jax.image uses (TPUs and GPUs would otherwise round float32
+    products through bfloat16 or TF32); TensorFlow's float32 matmuls are exact on CPU and follow its
+    TF32 setting on GPU, as every convolution of the model does.
+    """
+    (t_h, h), (t_w, w) = rows.shape, cols.shape
+    c = x.shape[-1]
+    y = ops.reshape(ops.cast(x, "float32"), (-1, h, w * c))
+    y = _matmul(rows, y)  # [B, T_h, W*C]
+    y = _matmul(cols, ops.reshape(y, (-1, w, c)))  # [B*T_h, T_w, C]
+    return ops.cast(ops.reshape(y, (-1, t_h, t_w, c)), x.dtype)
+
+
+def _matmul(a, b):
+    """`a @ b` with `a` `[M, K]` broadcast over `b` `[N, K, L]`."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.numpy.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.matmul(a, b)
+    return ops.matmul(a, b)
+
+
 @keras.saving.register_keras_serializable(package="lresizervit")
 class FixedResize(layers.Layer):
     """A plain (antialiased) resize to `target_size`: the paper's baseline."""
@@ -59,8 +124,12 @@ class FixedResize(layers.Layer):
         self.target_size = _pair(target_size, "target_size")
         self.interpolation = interpolation
 
+    def build(self, input_shape):
+        self._plan = resize_plan(input_shape[1:3], self.target_size, self.interpolation)
+        self.built = True
+
     def call(self, x):
-        return resize_images(x, self.target_size, self.interpolation)
+        return planned_resize(x, self._plan, self.target_size, self.interpolation)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self.target_size, input_shape[-1])
@@ -159,34 +228,12 @@ class LearnableResizer(layers.Layer):
         self.conv_post.build(small)
         self.bn_post.build(small)
         self.conv_out.build(small)
-        # JAX's resize (jax.image.scale_and_translate) rebuilds its weight matrices inside every step and
-        # ran 2x slower, forward + backward, than two products with the same matrices fixed here (96 -> 24
-        # and 512 -> 224 on this CPU). TensorFlow's ScaleAndTranslate kernel visits only the nonzero taps
-        # and beats dense products, so TensorFlow keeps it. Keras's JAX resize has no "area" (it fails at
-        # call time, as before).
-        self._resize_matrices = None
-        in_hw = tuple(input_shape[1:3])
-        if (keras.backend.backend() == "jax" and self.interpolation != "area" and None not in in_hw
-                and in_hw != self.target_size):
-            import jax
-
-            with jax.ensure_compile_time_eval():  # constants even if the layer is built inside a trace
-                self._resize_matrices = tuple(resize_matrix(n, t, self.interpolation)
-                                              for n, t in zip(in_hw, self.target_size, strict=True))
+        # Both resizes start at the built input size: products where they are faster (`resize_plan`).
+        self._plan = resize_plan(input_shape[1:3], self.target_size, self.interpolation)
         self.built = True
 
     def _resize(self, x):
-        """`resize_images(x, target_size, interpolation)`: on JAX, for the built input size, as two products
-        with fixed matrices, at the HIGHEST precision jax.image uses (on TPUs and GPUs the default float32
-        product rounds through bfloat16 or TF32)."""
-        mats = self._resize_matrices
-        if mats is None or tuple(x.shape[1:3]) != (mats[0].shape[1], mats[1].shape[1]):
-            return resize_images(x, self.target_size, self.interpolation)
-        import jax
-
-        highest = jax.lax.Precision.HIGHEST
-        y = jax.numpy.einsum("oh,bhwc->bowc", mats[0], ops.cast(x, "float32"), precision=highest)
-        return ops.cast(jax.numpy.einsum("pw,bowc->bopc", mats[1], y, precision=highest), x.dtype)
+        return planned_resize(x, self._plan, self.target_size, self.interpolation)
 
     def _act(self, x):
         return ops.leaky_relu(x, negative_slope=self.leaky_alpha)
