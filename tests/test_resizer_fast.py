@@ -17,7 +17,15 @@ import numpy as np
 import pytest
 from keras import ops
 
-from lresizervit.models.resizer import INTERPOLATIONS, LearnableResizer, resize_images
+from lresizervit.models.resizer import (
+    INTERPOLATIONS,
+    TF_PRODUCTS_MAX_TARGET,
+    FixedResize,
+    LearnableResizer,
+    batch_moments,
+    resize_images,
+    resize_plan,
+)
 
 
 def plain_call(layer: LearnableResizer, x, training=None):
@@ -126,6 +134,84 @@ def test_outputs_gradients_and_moving_stats_match_the_plain_formulation(shape, t
         assert not np.allclose(moving[bn_mean], ops.convert_to_numpy(layer.bn_in.moving_mean))
     else:
         np.testing.assert_array_equal(moving[bn_mean], ops.convert_to_numpy(layer.bn_in.moving_mean))
+
+
+def test_a_target_past_the_product_limit_matches_as_well():
+    """On TensorFlow a target side over TF_PRODUCTS_MAX_TARGET resizes through ScaleAndTranslate again."""
+    shape = (1, 80, 75, 3)
+    target = (TF_PRODUCTS_MAX_TARGET + 2, 70)
+    layer = make_layer(target, shape, num_res_blocks=0)
+    assert (layer._plan is None) == (keras.backend.backend() == "tensorflow")
+    assert_same(layer, inputs(shape), True)
+
+
+@pytest.mark.parametrize("kernel", [5, 4])
+def test_odd_and_even_first_kernels_match(kernel):
+    """conv_out runs as a transposed convolution on TensorFlow for an odd kernel; an even one (asymmetric
+    "same" padding) keeps the layer's own call."""
+    shape = (2, 24, 20, 3)
+    assert_same(make_layer((8, 4), shape, first_kernel_size=kernel), inputs(shape), True)
+
+
+def test_resize_plan_takes_products_where_they_are_faster():
+    plan = resize_plan((96, 90), (24, 30), "bilinear")
+    assert [m.shape for m in plan] == [(24, 96), (30, 90)]
+    for m in plan:  # every output pixel's weights sum to 1
+        np.testing.assert_allclose(m.sum(axis=1), 1.0, atol=1e-6)
+    past = resize_plan((512, 512), (224, 224), "bilinear")
+    assert (past is None) == (keras.backend.backend() == "tensorflow")
+    assert resize_plan((96, 96), (96, 96), "bilinear") is None  # nothing to resize
+    assert resize_plan((None, None), (24, 24), "bilinear") is None  # size known only at call time
+    assert resize_plan((96, 96), (24, 24), "area") is None
+
+
+@pytest.mark.parametrize("interpolation", [i for i in INTERPOLATIONS if i != "area"])
+def test_fixed_resize_through_products_is_the_library_resize(interpolation):
+    x = inputs((2, 27, 20, 3))
+    layer = FixedResize((9, 8), interpolation=interpolation)
+    out = ops.convert_to_numpy(layer(x))
+    assert layer._plan is not None
+    np.testing.assert_allclose(out, ops.convert_to_numpy(resize_images(x, (9, 8), interpolation)),
+                               rtol=1e-5, atol=1e-6)
+    other = inputs((2, 30, 20, 3))  # another input size than the one built for: the library resize
+    np.testing.assert_allclose(ops.convert_to_numpy(layer(other)),
+                               ops.convert_to_numpy(resize_images(other, (9, 8), interpolation)), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("synchronized", [True, False])
+def test_batch_moments_and_their_gradients_are_ops_moments(synchronized):
+    """TensorFlow's batch statistics with the backward pass written out (one replica) against Keras's
+    own, values and gradients; one channel is constant (variance 0, clamped)."""
+    if synchronized and keras.backend.backend() == "jax":
+        pytest.skip("Keras's JAX moments take no synchronized flag; the resizer passes none there")
+    h = inputs((3, 17, 11, 5)) * np.array([2.0, 0.5, 1.0, 3.0, 0.0], "float32") + 0.7
+    u, v = np.array([0.3, -1.0, 2.0, 0.5, 1.0], "float32"), np.array([1.5, 0.2, -0.7, 1.0, 2.0], "float32")
+
+    def both(fn):
+        if keras.backend.backend() == "jax":
+            import jax
+
+            def loss(h):
+                mean, var = fn(h)
+                return ops.sum(mean * u + var * v), (mean, var)
+
+            (_, stats), grad = jax.value_and_grad(loss, has_aux=True)(ops.convert_to_tensor(h))
+            return [np.asarray(s) for s in stats], np.asarray(grad)
+        import tensorflow as tf
+
+        t = tf.constant(h)
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            mean, var = fn(t)
+            loss = tf.reduce_sum(mean * u + var * v)
+        return [mean.numpy(), var.numpy()], tape.gradient(loss, t).numpy()
+
+    (mean, var), grad = both(lambda t: batch_moments(t, synchronized=synchronized))
+    (mean_ref, var_ref), grad_ref = both(lambda t: ops.moments(t, axes=(0, 1, 2), synchronized=synchronized))
+    np.testing.assert_allclose(mean, mean_ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(var, var_ref, rtol=1e-5, atol=1e-6)
+    assert var[-1] >= 0
+    np.testing.assert_allclose(grad, grad_ref, rtol=0, atol=1e-5 * float(np.abs(grad_ref).max()))
 
 
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)

@@ -100,3 +100,57 @@ def test_two_replicas_match_one_on_the_same_global_batch():
     # order of floating-point sums (all-reduce vs one device). Tolerance: 1e-3 relative.
     for a, b in zip(loss1, loss2, strict=True):
         assert b == pytest.approx(a, rel=1e-3)
+
+
+SYNC_MOMENTS = r"""
+import json
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras import ops
+from lresizervit.models.resizer import batch_moments
+
+rng = np.random.default_rng(0)
+# The two replicas see different batches (2 images each): their statistics and gradients differ.
+halves = [rng.normal(0.5, 2.0, (3, 9, 7, 4)).astype("float32"), rng.normal(-1.0, 0.5, (2, 9, 7, 4)).astype("float32")]
+u, v = rng.normal(size=(2, 4)).astype("float32"), rng.normal(size=(2, 4)).astype("float32")
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+def run(moments):
+    def step():
+        i = tf.distribute.get_replica_context().replica_id_in_sync_group
+        h = tf.cond(tf.equal(i, 0), lambda: tf.constant(halves[0][1:]), lambda: tf.constant(halves[1]))
+        with tf.GradientTape() as tape:
+            tape.watch(h)
+            mean, var = moments(h)
+            loss = tf.reduce_sum(mean * tf.gather(u, i) + var * tf.gather(v, i))
+        return mean, var, tape.gradient(loss, h)
+    out = strategy.run(tf.function(step))
+    return [[t.numpy().tolist() for t in strategy.experimental_local_results(o)] for o in out]
+
+new = run(lambda h: batch_moments(h, synchronized=True))
+ref = run(lambda h: ops.moments(h, axes=(0, 1, 2), synchronized=True))
+print(json.dumps({"new": new, "ref": ref}))
+"""
+
+
+def test_synchronized_batch_moments_all_reduce_values_and_gradients_as_keras_does():
+    """The resizer's batch statistics with their backward pass written out (models/resizer.py
+    batch_moments) against Keras's synchronized moments, under 2 replicas that see different images and
+    different losses: every replica gets the global statistics and the gradient through them."""
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-c", SYNC_MOMENTS], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    import numpy as np
+
+    (mean, var, grad), (mean_ref, var_ref, grad_ref) = result["new"], result["ref"]
+    np.testing.assert_allclose(mean, mean_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(var, var_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mean[0], mean[1], rtol=1e-6)  # global statistics on both replicas
+    for g, g_ref in zip(grad, grad_ref, strict=True):
+        g, g_ref = np.asarray(g), np.asarray(g_ref)
+        np.testing.assert_allclose(g, g_ref, rtol=0, atol=1e-5 * np.abs(g_ref).max())
