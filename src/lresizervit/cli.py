@@ -236,7 +236,7 @@ def cmd_train(args) -> None:
 def _not_chief(cfg) -> bool:
     """Under multi_worker, only the chief writes the experiment's cv.json and report (one writer per file
     on a shared file system); the other workers say so and stop."""
-    from lresizervit.training.strategy import multi_worker_task
+    from lresizervit.training.cluster import multi_worker_task
 
     task = multi_worker_task(cfg.train.strategy)
     if task is not None and not task[1]:

@@ -23,7 +23,7 @@ from types import MappingProxyType
 
 from lresizervit.config import Config
 from lresizervit.io_utils import atomic_write_folder
-from lresizervit.models.keras_hub_backbone import BLANK_MARKER, blank_weights_warning
+from lresizervit.models.preset_files import BLANK_MARKER, blank_weights_warning
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -147,6 +147,8 @@ def write_blank_preset(name: str, out: str | os.PathLike, force: bool = False,
 def check_backbone(cfg: Config) -> str:
     """Where the config's backbone comes from, or the error that says what to attach or fetch."""
     name = cfg.model.backbone.name
+    if ":" not in name:  # a native architecture (no prefix): nothing to find, and no need to import Keras
+        return f"native {name}, trained from scratch (no weights to load)"
     from lresizervit.models.backbones import is_savedmodel_spec, resolve_backbone_path
     from lresizervit.models.keras_hub_backbone import is_keras_hub_spec, resolve_preset
 

@@ -48,13 +48,12 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-KERAS_HUB_PREFIX = "keras_hub:"
+from lresizervit.models.preset_files import BLANK_MARKER, KERAS_HUB_PREFIX, blank_weights_warning  # noqa: F401
+
 BACKBONE_KEY = "model.backbone.name"
 KAGGLE_SCHEME = "kaggle://"
 PRESET_CONFIG_FILE = "config.json"
 IMAGE_CONVERTER_FILE = "image_converter.json"
-# Written by `weights blank` into a preset folder of random weights (timing only).
-BLANK_MARKER = "BLANK_WEIGHTS.txt"
 # Where Kaggle mounts an attached Kaggle Model: /kaggle/input/<model>/<framework>/<variation>/<version>.
 KAGGLE_INPUT_DIR = "/kaggle/input"
 
@@ -170,14 +169,6 @@ def _offline_advice(preset: str, handle: str) -> str:
         f"holds {PRESET_CONFIG_FILE}); anywhere else, point it at a local copy of the preset folder, made on a "
         f"machine with internet by `python -m lresizervit weights fetch {preset} --out DIR`"
     )
-
-
-def blank_weights_warning(folder: str | os.PathLike) -> str | None:
-    """The warning for a preset folder written by `weights blank`, or None for any other folder."""
-    if not os.path.isfile(os.path.join(folder, BLANK_MARKER)):
-        return None
-    return (f"WARNING: {os.path.join(folder, BLANK_MARKER)}: this preset has RANDOM weights (written by "
-            "`weights blank`, for timing only); training from it is training from scratch")
 
 
 def resolve_preset(preset: str) -> str:

@@ -12,6 +12,8 @@ import os
 
 import tensorflow as tf
 
+from lresizervit.training.cluster import multi_worker_task  # noqa: F401  (re-exported)
+
 STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
 # The dtypes TF's collective all-reduce accepts (CollectiveReduceV2); images arrive as uint8.
 _COLLECTIVE_DTYPES = (tf.bfloat16, tf.float16, tf.float32, tf.float64, tf.int32, tf.int64)
@@ -94,25 +96,6 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     return tf.distribute.get_strategy()
-
-
-def multi_worker_task(name: str) -> tuple[int, bool] | None:
-    """(this worker's index, whether it is the chief) under `multi_worker`, else None.
-
-    The chief is the task of type "chief", or worker 0 when the cluster has none (TF's convention). It is
-    read from TF_CONFIG, so it is known before the strategy exists.
-    """
-    if name != "multi_worker" or "TF_CONFIG" not in os.environ:
-        return None
-    try:
-        tf_config = json.loads(os.environ["TF_CONFIG"])
-        task, cluster = tf_config["task"], tf_config["cluster"]
-        kind, index = task["type"], int(task["index"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"TF_CONFIG needs a cluster and a task with a type and an index: {exc}") from None
-    chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
-    # A worker's index alone is ambiguous beside a chief (chief 0 and worker 0): number the workers after it.
-    return (index + (1 if "chief" in cluster and kind == "worker" else 0), chief)
 
 
 def check_workers_agree(strategy: tf.distribute.Strategy, **state: int) -> None:

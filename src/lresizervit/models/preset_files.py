@@ -1,0 +1,18 @@
+"""What a preset folder's name and files say, without importing Keras: `weights check` and the CLI read
+these for a config whose backbone needs no Keras at all (a native one), so they stay cheap to import."""
+
+from __future__ import annotations
+
+import os
+
+KERAS_HUB_PREFIX = "keras_hub:"
+# Written by `weights blank` into a preset folder of random weights (timing only).
+BLANK_MARKER = "BLANK_WEIGHTS.txt"
+
+
+def blank_weights_warning(folder: str | os.PathLike) -> str | None:
+    """The warning for a preset folder written by `weights blank`, or None for any other folder."""
+    if not os.path.isfile(os.path.join(folder, BLANK_MARKER)):
+        return None
+    return (f"WARNING: {os.path.join(folder, BLANK_MARKER)}: this preset has RANDOM weights (written by "
+            "`weights blank`, for timing only); training from it is training from scratch")
