@@ -244,3 +244,22 @@ def test_check_data_names_every_truncated_and_empty_image(tmp_path, capsys):
     assert f"train.csv row 4 (line 5), Id '{train['Id'][3]}': cannot decode image '{truncated}'" in err
     assert "truncated" in err
     assert f"test.csv row 3 (line 4), Id '{test['Id'][2]}': image " in err and "empty (0 bytes)" in err
+
+
+NO_TENSORFLOW = """
+import sys
+from lresizervit.cli import main
+code = main(sys.argv[1:])
+print("EXIT", code, "TENSORFLOW", "tensorflow" in sys.modules, "KERAS", "keras" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("command", [["weights", "check"], ["cv"]])
+def test_commands_that_only_read_files_do_not_import_tensorflow(tiny_experiment, command):
+    """train_folds.sh runs `weights check` and `cv` on every call; importing TensorFlow costs ~4-5 s each
+    on a 2-core CPU, for a native backbone's check or a table of the folds' OOF files."""
+    proc = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, *command, str(tiny_experiment / "tiny.yaml")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "EXIT 0 TENSORFLOW False KERAS False"
+    assert "CV RMSE" in proc.stdout if command == ["cv"] else "native vit_tiny_demo" in proc.stdout

@@ -122,3 +122,26 @@ def test_frozen_epochs_survive_a_kill_and_resume(tmp_path):
     assert np.abs(second.head[0] - first.head[0]).max() > 0
     # Epoch 3 unfreezes it.
     assert np.abs(second.backbone[1] - second.backbone[0]).max() > 0
+
+
+@pytest.mark.parametrize("recipe", [[], ["train.ema=true"], ["train.freeze_backbone_epochs=1",
+                                                              "train.backbone_learning_rate=0.0001"]])
+def test_the_train_step_is_traced_once(recipe):
+    """compile_model builds the optimizer's slots up front: created inside the first step, they make
+    tf.function trace the whole train step a second time (5-6 s per fold process for the demo model)."""
+    import tensorflow as tf
+
+    from lresizervit.training.trainer import compile_model
+
+    cfg = load_config("configs/demo.yaml", ["data.image_size=32", "model.resizer.target_size=16",
+                                            "model.resizer.filters=4", "model.head_units=8", *recipe])
+    model = compile_model(cfg, steps_per_epoch=2)
+    traces = []
+    step = model.train_step
+    model.train_step = lambda data: (traces.append(1), step(data))[1]  # runs once per trace, not per step
+    rng = np.random.default_rng(0)
+    x = {"image": rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8),
+         "metadata": rng.integers(0, 2, (4, 12)).astype("float32")}
+    y = rng.uniform(1, 100, 4).astype("float32")
+    model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(2), epochs=1, verbose=0, shuffle=False)
+    assert len(traces) == 1

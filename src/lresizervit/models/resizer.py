@@ -13,6 +13,8 @@ comparison with a plain resize would flatter neither side honestly.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 from keras import layers, ops
 
@@ -66,14 +68,16 @@ def resize_plan(in_hw, out_hw: tuple[int, int], interpolation: str):
     if interpolation == "area" or None in in_hw or in_hw == tuple(out_hw):
         return None
     backend = keras.backend.backend()
-    if backend == "tensorflow" and max(out_hw) <= TF_PRODUCTS_MAX_TARGET:
-        return tuple(resize_matrix(n, t, interpolation) for n, t in zip(in_hw, out_hw, strict=True))
     if backend == "jax":
         import jax
 
-        with jax.ensure_compile_time_eval():  # constants even if the layer is built inside a trace
-            return tuple(resize_matrix(n, t, interpolation) for n, t in zip(in_hw, out_hw, strict=True))
-    return None
+        constants = jax.ensure_compile_time_eval()  # constants even if the layer is built inside a trace
+    elif backend == "tensorflow" and max(out_hw) <= TF_PRODUCTS_MAX_TARGET:
+        constants = contextlib.nullcontext()
+    else:
+        return None
+    with constants:
+        return tuple(resize_matrix(n, t, interpolation) for n, t in zip(in_hw, out_hw, strict=True))
 
 
 def planned_resize(x, plan, size: tuple[int, int], interpolation: str):
