@@ -30,10 +30,10 @@ from lresizervit.run import (
     CV_FILE,
     HISTORY_FILE,
     METRICS_FILE,
-    MODEL_FILE,
     OOF_FILE,
     REPORT_DIR,
     fold_file,
+    fold_model_file,
     read_oof,
 )
 from lresizervit.task import FOLD, Task, rmse
@@ -268,7 +268,7 @@ def _resizer_figure(cfg: Config, n_images: int = RESIZER_IMAGES) -> tuple[bytes 
     mode = cfg.model.resizer.mode
     if mode != "learned":
         return None, f"model.resizer.mode is {mode!r}: there is no learned resizer to show"
-    model_path = fold_file(cfg.run_dir, 0, MODEL_FILE)
+    model_path = fold_model_file(cfg.run_dir, 0)
     if not model_path.is_file():
         return None, f"the fold-0 model {model_path} is missing"
     val, why = _pick_validation_images(cfg, n_images)
@@ -279,7 +279,7 @@ def _resizer_figure(cfg: Config, n_images: int = RESIZER_IMAGES) -> tuple[bytes 
 
     from lresizervit.data.augment import apply_transform, eval_transform
     from lresizervit.data.decode import load_image
-    from lresizervit.models.regressor import load_model
+    from lresizervit.models.fold_model import load_fold_model
     from lresizervit.models.resizer import LearnableResizer, resize_images
 
     size = cfg.data.image_size
@@ -289,7 +289,7 @@ def _resizer_figure(cfg: Config, n_images: int = RESIZER_IMAGES) -> tuple[bytes 
         apply_transform(transform, load_image(cfg.task.image_file(cfg.data.dir, "train", i), size), short_side=size)
         for i in val[cfg.task.id_column]
     ])
-    model = load_model(model_path)
+    model = load_fold_model(model_path)
     try:
         layer = model.get_layer("resizer")
     except ValueError:

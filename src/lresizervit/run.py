@@ -2,7 +2,9 @@
 and reading what its folds wrote. No other module spells these names.
 
     config.yaml              the resolved config that trained it; prediction rebuilds from it
-    fold_<k>/model.keras     the best epoch by val RMSE
+    fold_<k>/model.weights.h5  the best epoch by val RMSE: its weights, and
+    fold_<k>/model.json      what rebuilds its layers beside config.yaml (models/fold_model.py); folds
+                             written before that format hold one `model.keras` archive instead
     fold_<k>/history.csv     one row per epoch
     fold_<k>/oof.csv         <id>, kfold, <target>, pred   (predicted by the best model)
     fold_<k>/metrics.json    val RMSE, epochs, seconds, images/s; written last = the fold is complete
@@ -33,7 +35,11 @@ from lresizervit.task import FOLD, rmse
 CONFIG_FILE = "config.yaml"
 CV_FILE = "cv.json"
 OOF_FILE = "oof.csv"
-MODEL_FILE = "model.keras"
+# The fold's model: weights + what rebuilds its layers, readable by every supported Keras (models/fold_model.py).
+MODEL_FILE = "model.weights.h5"
+MODEL_SPEC_FILE = "model.json"
+# The format before: one Keras archive, readable only by a Keras at least as new as the one that wrote it.
+LEGACY_MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
@@ -76,10 +82,17 @@ def fold_is_complete(run_dir: str | os.PathLike, fold: int) -> bool:
     return fold_file(run_dir, fold, METRICS_FILE).is_file()
 
 
+def fold_model_file(run_dir: str | os.PathLike, fold: int) -> Path:
+    """The fold's model: its weights file, or the archive of a fold trained before that format."""
+    weights = fold_file(run_dir, fold, MODEL_FILE)
+    legacy = fold_file(run_dir, fold, LEGACY_MODEL_FILE)
+    return legacy if legacy.is_file() and not weights.is_file() else weights
+
+
 def has_trained_fold(run_dir: str | os.PathLike) -> bool:
     run_dir = Path(run_dir)
-    return any(run_dir.glob(f"fold_*/{METRICS_FILE}")) or any(run_dir.glob(f"fold_*/{MODEL_FILE}")) \
-        or any(run_dir.glob(f"fold_*/{BACKUP_DIR}"))
+    return any(any(run_dir.glob(f"fold_*/{name}")) for name in (METRICS_FILE, MODEL_FILE, LEGACY_MODEL_FILE,
+                                                                 BACKUP_DIR))
 
 
 # ------------------------------------------------------------------------------------------ reading folds
@@ -162,18 +175,39 @@ def read_fold_oof(run_dir: str | os.PathLike, fold: int, task) -> pd.DataFrame:
 
 
 def check_model_file(path: str | os.PathLike, fold: int) -> None:
-    """A fold's model.keras must be a whole Keras archive; a truncated one fails here, naming the fold,
-    rather than half-way through loading every fold."""
+    """A fold's model must be whole: the weights file as big as its model.json records (or a zip archive
+    with a config, for a fold of the format before); a truncated one fails here, naming the fold, rather
+    than half-way through loading every fold. Reads no Keras: the loader checks the rest."""
     import zipfile
 
     path = Path(path)
+    if path.name == LEGACY_MODEL_FILE:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise _bad_fold_file(path, fold, f"is not a readable Keras archive ({exc})") from None
+        if "config.json" not in names:
+            raise _bad_fold_file(path, fold, "is a zip archive without a model config")
+        return
+    spec_path = path.parent / MODEL_SPEC_FILE
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise _bad_fold_file(path, fold, f"is not a readable Keras archive ({exc})") from None
-    if "config.json" not in names:
-        raise _bad_fold_file(path, fold, "is a zip archive without a model config")
+        recorded = json.loads(spec_path.read_bytes().decode("utf-8")).get("weights_bytes")
+    except FileNotFoundError:
+        raise FoldFileError(f"{spec_path}: missing, so fold {fold}'s {MODEL_FILE} cannot be rebuilt; retrain "
+                            f"the fold: {retrain_command(path.parent.parent, fold)}") from None
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise _bad_fold_file(spec_path, fold, f"is not readable JSON ({exc})") from None
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(8)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise _bad_fold_file(path, fold, f"is not readable ({exc})") from None
+    if magic != b"\x89HDF\r\n\x1a\n":
+        raise _bad_fold_file(path, fold, "is not an HDF5 weights file")
+    if size != recorded:
+        raise _bad_fold_file(path, fold, f"holds {size} bytes where {spec_path.name} records {recorded}")
 
 
 def fold_models(run_dir: str | os.PathLike, task=None) -> list[Path]:
@@ -190,7 +224,7 @@ def fold_models(run_dir: str | os.PathLike, task=None) -> list[Path]:
     else:
         raise FileNotFoundError(f"{run_dir}: no trained fold (run bash train_folds.sh with its config)")
     missing = [k for k in range(n_folds) if not fold_is_complete(run_dir, k)
-               or not fold_file(run_dir, k, MODEL_FILE).is_file()]
+               or not fold_model_file(run_dir, k).is_file()]
     if missing:
         raise FileNotFoundError(
             f"{run_dir}: folds {missing} of {n_folds} are not trained; a submission from some folds only "
@@ -199,10 +233,10 @@ def fold_models(run_dir: str | os.PathLike, task=None) -> list[Path]:
     for k in range(n_folds):
         if read_metrics(run_dir, k)["n_folds"] != n_folds:
             raise _bad_fold_file(fold_file(run_dir, k, METRICS_FILE), k, f"does not say {n_folds} folds")
-        check_model_file(fold_file(run_dir, k, MODEL_FILE), k)
+        check_model_file(fold_model_file(run_dir, k), k)
         if task is not None and fold_file(run_dir, k, OOF_FILE).is_file():
             read_fold_oof(run_dir, k, task)
-    return [fold_file(run_dir, k, MODEL_FILE) for k in range(n_folds)]
+    return [fold_model_file(run_dir, k) for k in range(n_folds)]
 
 
 # ------------------------------------------------------------------------------------ which config trained it

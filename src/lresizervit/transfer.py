@@ -137,13 +137,13 @@ def export_pretrained_preset(model_path: Path, folder: Path, image_size: int) ->
     the resizer, metadata branch and head stay behind), unless `folder` already holds this export; returns
     whether it was written. A preset exported from another model file is refused, not replaced: the arms
     fine-tuned from it would no longer match it."""
-    from lresizervit.models.regressor import load_model
+    from lresizervit.models.fold_model import load_fold_model
 
     info = {"what": "pretrained", "architecture": dict(ARCHITECTURE), "image_size": image_size,
             "exported_from": str(model_path), "model_sha256": _sha256(model_path)}
     if _check_info(folder, info, "pretrained"):
         return False
-    _write_preset(folder, hub_backbone(load_model(model_path)), image_size, info)
+    _write_preset(folder, hub_backbone(load_fold_model(model_path)), image_size, info)
     return True
 
 
@@ -223,7 +223,7 @@ def run_transfer(config: str, cfg: Config, sets: tuple[str, ...] = (), arms: tup
                  n_train: int = 400, seed: int = 3, pretrain_train: int = 3000, pretrain_seed: int = 2,
                  pretrain_epochs: int = 15, repo: str | os.PathLike = ".") -> dict:
     """Pretrain (once), fine-tune each arm, and collect the evidence into one result."""
-    from lresizervit.models.regressor import load_model
+    from lresizervit.models.fold_model import load_fold_model
 
     check_transfer_args(cfg, arms, n_train, seed, pretrain_train, pretrain_seed, pretrain_epochs)
     repo = Path(repo)
@@ -246,7 +246,7 @@ def run_transfer(config: str, cfg: Config, sets: tuple[str, ...] = (), arms: tup
         train_arm(config, "pretraining", pre_sets, repo, folds=(0,))
     pre_model = fold_file(pre_dir, 0, MODEL_FILE)
     export_pretrained_preset(pre_model, repo / rel / "pretrained", size)
-    loaded_gap = weight_gap(preset_weights(repo / rel / "pretrained", size), _backbone_weights(load_model(pre_model)))
+    loaded_gap = weight_gap(preset_weights(repo / rel / "pretrained", size), _backbone_weights(load_fold_model(pre_model)))
     if loaded_gap != 0.0:
         raise ValueError(f"{repo / rel / 'pretrained'}: keras_hub: loads weights that differ from the pretrained "
                          f"backbone's in {pre_model} by up to {loaded_gap:g}")
@@ -278,7 +278,7 @@ def run_transfer(config: str, cfg: Config, sets: tuple[str, ...] = (), arms: tup
         row = arm_result(run_dir, arm)
         changes, kept = [], []
         for k in range(len(row["fold_rmse"])):
-            model = load_model(fold_file(run_dir, k, MODEL_FILE))
+            model = load_fold_model(fold_file(run_dir, k, MODEL_FILE))
             changes.append(relative_change(start_weights[which], _backbone_weights(model)))
             if mode == "learned":
                 kept.append(detail_survival(cfg.data.image_size, size, params, resizer=model.get_layer("resizer")))

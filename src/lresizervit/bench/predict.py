@@ -18,7 +18,7 @@ def bench_predict(cfg: Config, repeats: int = 3, ttas: tuple[str, ...] | None = 
     import tensorflow as tf
 
     from lresizervit.data.pipeline import make_dataset
-    from lresizervit.models.regressor import load_model
+    from lresizervit.models.fold_model import load_fold_model
     from lresizervit.models.tta import TTA_MODES, predict_models, tta_views
     from lresizervit.run import fold_models
 
@@ -28,7 +28,7 @@ def bench_predict(cfg: Config, repeats: int = 3, ttas: tuple[str, ...] | None = 
     test = read_table(data_dir / "test.csv", "test", task)
     paths = check_images(test, data_dir, "test", str(data_dir / "test.csv"), task)
     meta = test[task.metadata_columns].to_numpy("float32")
-    models = [load_model(p) for p in fold_models(cfg.run_dir)]
+    models = [load_fold_model(p) for p in fold_models(cfg.run_dir)]
 
     def dataset(cache: bool):
         return make_dataset(paths, meta, None, image_size=cfg.data.image_size, batch_size=cfg.predict.batch_size,

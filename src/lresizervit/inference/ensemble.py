@@ -171,13 +171,15 @@ def _load_fold_model(path: Path, fold: int):
     import zipfile
     import zlib
 
-    from lresizervit.models.regressor import load_model
+    from lresizervit.models.fold_model import UnreadableArchiveError, load_fold_model
 
     try:
-        return load_model(path)
+        return load_fold_model(path)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        # Not the file's fault: a model holding code, or a SavedModel backbone's folder that is missing.
-        if "refused" in str(exc) or (isinstance(exc, FileNotFoundError) and exc.filename != str(path)):
+        # Not the file's fault: a model holding code, a SavedModel backbone's folder that is missing, an
+        # archive this Keras cannot read, a fold file that already names itself.
+        if "refused" in str(exc) or (isinstance(exc, FileNotFoundError) and exc.filename != str(path)) \
+                or isinstance(exc, UnreadableArchiveError | FoldFileError):
             raise
         first = (str(exc).strip().splitlines() or [""])[0]
         raise FoldFileError(f"{path}: fold {fold}'s model cannot be loaded ({type(exc).__name__}: {first}): "

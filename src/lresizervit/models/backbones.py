@@ -244,10 +244,15 @@ def backbone_patch_size(name_or_spec: str) -> int | None:
 
 
 def build_backbone(
-    name_or_spec: str, image_size: int, pooling: str = "cls", dropout: float = 0.0, size_key: str = TARGET_SIZE_KEY
+    name_or_spec: str, image_size: int, pooling: str = "cls", dropout: float = 0.0, size_key: str = TARGET_SIZE_KEY,
+    architecture: dict | None = None,
 ) -> keras.Model:
     """A registry name → native ViT (`build_vit`); `savedmodel:` / `hub:` → pretrained SavedModel backbone;
-    `keras_hub:` → pretrained keras-hub preset."""
+    `keras_hub:` → pretrained keras-hub preset, or, with `architecture` (a saved fold's), the same layers
+    built without the preset folder, for the fold's weights to be loaded into."""
+    if architecture is not None and not is_keras_hub_spec(name_or_spec):
+        raise ValueError(f"backbone {name_or_spec!r}: a saved keras-hub architecture was given for a backbone "
+                         "that is not keras_hub:")
     if is_keras_hub_spec(name_or_spec):
         # Each family pools by its one declared rule (see keras_hub_backbone.py); dropout is the preset's.
         if pooling != "cls" or dropout != 0.0:
@@ -256,7 +261,7 @@ def build_backbone(
                 f"preset's dropout; leave model.backbone.pooling='cls' and model.backbone.dropout=0.0 "
                 f"(got {pooling!r}, {dropout})"
             )
-        return build_keras_hub_backbone(name_or_spec, image_size, size_key=size_key)
+        return build_keras_hub_backbone(name_or_spec, image_size, size_key=size_key, architecture=architecture)
     if not is_savedmodel_spec(name_or_spec):
         if name_or_spec not in VIT_VARIANTS:
             raise ValueError(

@@ -337,36 +337,57 @@ def _freeze_dinov2_position_embeddings(backbone) -> None:
     backbone.embeddings.interpolated_position_embeddings.trainable = False
 
 
+# The keras-hub classes a saved architecture may name (`architecture["class_name"]`): the families' backbones
+# and the vision towers kept of the image-text ones. A name outside this set is refused, not looked up.
+PART_CLASSES = frozenset({*FAMILIES, "CLIPVisionEncoder", "SigLIPVisionEncoder"})
+
+
 def build_keras_hub_backbone(
-    spec: str, image_size: int, size_key: str, name: str = "keras_hub_backbone"
+    spec: str, image_size: int, size_key: str, name: str = "keras_hub_backbone", architecture: dict | None = None
 ) -> keras.Model:
     """`keras_hub:<preset>` → a fine-tunable backbone: float32 `[B, S, S, 3]` in [-1, 1] → `[B, D]` features.
 
-    `size_key` is the config key that sets `image_size` (named in size errors).
+    `size_key` is the config key that sets `image_size` (named in size errors). With `architecture` (what
+    `backbone_architecture` read off a trained model: the keras-hub part's class and constructor arguments,
+    the input scaling and the pooling rule) the same layers are built from it with random weights and no
+    preset folder: a saved fold's weights are loaded into them next.
     """
     import keras_hub
 
     if not is_keras_hub_spec(spec):
         raise ValueError(f"backbone {spec!r} does not start with {KERAS_HUB_PREFIX!r}")
-    folder = resolve_preset(spec[len(KERAS_HUB_PREFIX):])
-    warning = blank_weights_warning(folder)
-    if warning:
-        print(warning, flush=True)
-    class_name, family, config = preset_family(folder, spec)
-    if class_name == "ViTBackbone" and not config.get("use_class_token", True):
-        family = dataclasses.replace(family, pooling="mean_tokens")
-    overrides = _check_size(spec, family, config, image_size, size_key)
-    scale, offset = preset_scale_offset(folder, spec)
+    if architecture is not None:
+        class_name = architecture["class_name"]
+        if class_name not in PART_CLASSES:
+            raise ValueError(f"backbone {spec!r}: a saved architecture names the keras-hub class {class_name!r}, "
+                             f"not one of {sorted(PART_CLASSES)}")
+        cls = getattr(keras_hub.models, class_name, None)
+        if cls is None:
+            raise ValueError(f"backbone {spec!r} is a keras-hub {class_name}, which keras-hub "
+                             f"{keras_hub.__version__} does not have (Swin needs 0.29.1 or newer)")
+        model = cls.from_config(dict(architecture["config"]))
+        scale, offset, pooling = architecture["scale"], architecture["offset"], architecture["pooling"]
+    else:
+        folder = resolve_preset(spec[len(KERAS_HUB_PREFIX):])
+        warning = blank_weights_warning(folder)
+        if warning:
+            print(warning, flush=True)
+        class_name, family, config = preset_family(folder, spec)
+        if class_name == "ViTBackbone" and not config.get("use_class_token", True):
+            family = dataclasses.replace(family, pooling="mean_tokens")
+        overrides = _check_size(spec, family, config, image_size, size_key)
+        scale, offset = preset_scale_offset(folder, spec)
+        pooling = family.pooling
 
-    if class_name == "SwinTransformerBackbone":
-        overrides.update(_swin_overrides())
-    # from_preset merges keyword arguments into the preset's config before building.
-    model = keras_hub.models.Backbone.from_preset(folder, **overrides)
-    if family.vision_tower:
-        model = model.vision_encoder
-    if class_name == "DINOV2Backbone":
+        if class_name == "SwinTransformerBackbone":
+            overrides.update(_swin_overrides())
+        # from_preset merges keyword arguments into the preset's config before building.
+        model = keras_hub.models.Backbone.from_preset(folder, **overrides)
+        if family.vision_tower:
+            model = model.vision_encoder
+    if type(model).__name__ == "DINOV2Backbone":
         _freeze_dinov2_position_embeddings(model)
-    if class_name in ("DINOV2Backbone", "DINOV3Backbone") and model.embeddings.use_mask_token:
+    if type(model).__name__ in ("DINOV2Backbone", "DINOV3Backbone") and model.embeddings.use_mask_token:
         # Used only by masked-image pretraining: it never gets a gradient here (the optimizer would warn).
         model.embeddings.mask_token.trainable = False
 
@@ -379,8 +400,28 @@ def build_keras_hub_backbone(
     features = model(x)
     if isinstance(features, dict):  # CLIP built with an intermediate output
         features = features["sequence_output"]
-    if family.pooling is not None:
-        features = FeaturePooling(family.pooling, name="pooling")(features)
+    if pooling is not None:
+        features = FeaturePooling(pooling, name="pooling")(features)
     if len(features.shape) != 2:
         raise ValueError(f"backbone {spec!r} gives features of shape {tuple(features.shape)}, not [B, D]")
     return keras.Model(inputs, features, name=name)
+
+
+def backbone_architecture(backbone: keras.Model) -> dict:
+    """What `build_keras_hub_backbone(..., architecture=)` needs to build `backbone` (one it built) again
+    without its preset folder: plain JSON data, read off the layers themselves, so a model loaded from any
+    file describes itself the same way as one just built from a preset."""
+    scaling = backbone.get_layer("preset_inputs")
+    parts = [layer for layer in backbone.layers if type(layer).__name__ in PART_CLASSES]
+    if len(parts) != 1:
+        raise ValueError(f"{backbone.name}: expected one keras-hub backbone inside, found "
+                         f"{[type(layer).__name__ for layer in parts]}")
+    try:
+        pooling = backbone.get_layer("pooling").rule
+    except ValueError:
+        pooling = None
+    # Through JSON: tuples become lists, as they will be when read back.
+    return json.loads(json.dumps({
+        "class_name": type(parts[0]).__name__, "config": parts[0].get_config(),
+        "scale": scaling.scale, "offset": scaling.offset, "pooling": pooling,
+    }))

@@ -115,12 +115,13 @@ class BranchDropout(layers.Layer):
 
 def build_regressor(cfg: ModelConfig, image_size: int, task: Task,
                     metadata_stats: tuple[list[float], list[float]] | None = None,
-                    target_mean: float | None = None) -> keras.Model:
+                    target_mean: float | None = None, backbone_architecture: dict | None = None) -> keras.Model:
     """Inputs: {"image": uint8 [B, S, S, 3], "metadata": float32 [B, M]}; output: the target [B, 1].
 
     M is the task's number of metadata columns. `metadata_stats` (see `metadata_stats`) standardise
     non-binary columns inside the model, so prediction needs nothing else; `target_mean` (the fold's) is
     where the MSE head starts. The layer named "embeddings" holds the fused features before the head.
+    `backbone_architecture` builds a keras-hub backbone without its preset folder (models/fold_model.py).
     """
     rc = cfg.resizer
     patch = backbone_patch_size(cfg.backbone.name)
@@ -150,7 +151,7 @@ def build_regressor(cfg: ModelConfig, image_size: int, task: Task,
                          f"got {rc.mode!r}")
 
     backbone = build_backbone(cfg.backbone.name, backbone_size, pooling=cfg.backbone.pooling,
-                              dropout=cfg.backbone.dropout, size_key=key)
+                              dropout=cfg.backbone.dropout, size_key=key, architecture=backbone_architecture)
     features = backbone(x)
     if cfg.fusion == "concat":
         m = metadata
@@ -192,37 +193,3 @@ def backbone_variables(model: keras.Model) -> list:
 def embedding_model(model: keras.Model) -> keras.Model:
     """The same inputs → the fused features before the head (for an SVR head on embeddings)."""
     return keras.Model(model.inputs, model.get_layer("embeddings").output, name="lresizervit_embeddings")
-
-
-def needs_unsafe_loading(path) -> bool:
-    """Whether a saved model holds a SavedModel backbone (a TFSMLayer), the one kind Keras loads only with
-    safe_mode=False; read from the file's config without deserialising anything."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = archive.read("config.json").decode("utf-8")
-    except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable .keras model file ({exc}); retrain its fold") from None
-    return "TFSMLayer" in config
-
-
-def load_model(path) -> keras.Model:
-    """Reload a saved fold model for inference: only this package (and keras-hub for its backbones) is needed.
-
-    Safe mode, so a model file from someone else's dataset cannot run code (a Lambda layer is refused).
-    The explicit exception: a model whose backbone is a TF SavedModel (`savedmodel:` / `hub:`), which Keras
-    loads only with safe_mode=False and which also needs its SavedModel folder where it was trained from.
-    """
-    unsafe = needs_unsafe_loading(path)
-    if unsafe and keras.backend.backend() != "tensorflow":
-        raise ValueError(f"{path}: its backbone is a TF SavedModel (model.backbone.name savedmodel:/hub:), "
-                         f"which only TensorFlow runs; load it with KERAS_BACKEND=tensorflow, not "
-                         f"{keras.backend.backend()}")
-    try:
-        return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
-    except ValueError as exc:
-        if "safe_mode" not in str(exc):
-            raise
-        raise ValueError(f"{path}: refused: the model holds code (e.g. a Lambda layer) that would run when "
-                         f"it is loaded; only load models this package wrote ({str(exc).splitlines()[0]})") from None

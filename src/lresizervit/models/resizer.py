@@ -190,6 +190,28 @@ class FixedResize(layers.Layer):
         return {**super().get_config(), "target_size": self.target_size, "interpolation": self.interpolation}
 
 
+class ResidualBlocks(layers.Layer):
+    """Holds the resizer's residual blocks so that every Keras in the supported range saves and loads their
+    weights under the same names: block i's four layers are the flat list attribute `container` (i = 0),
+    `container_<i>` (i > 0), which are the names Keras 3.15 gave them when the resizer kept a list of tuples
+    (so archives written then still load). Keras 3.13 does not walk a tuple inside a list at all: with that
+    list of tuples it saved no weight of these blocks and restored none, silently. Never called."""
+
+    def __init__(self, blocks: list[tuple], **kwargs):
+        super().__init__(**kwargs)
+        self._count = len(blocks)
+        for i, block in enumerate(blocks):
+            setattr(self, self._attribute(i), list(block))
+        self.built = True  # no weights of its own
+
+    @staticmethod
+    def _attribute(i: int) -> str:
+        return "container" if i == 0 else f"container_{i}"
+
+    def blocks(self) -> list[tuple]:
+        return [tuple(getattr(self, self._attribute(i))) for i in range(self._count)]
+
+
 @keras.saving.register_keras_serializable(package="lresizervit")
 class LearnableResizer(layers.Layer):
     """Resizes `[B, H, W, C]` images to `[B, *target_size, C]` through learned convolutions.
@@ -259,10 +281,9 @@ class LearnableResizer(layers.Layer):
         self.conv_in = conv(f, k, "conv_in")
         self.conv_mix = conv(f, 1, "conv_mix")
         self.bn_in = bn("bn_in")
-        self.blocks = []
-        for i in range(self.num_res_blocks):
-            self.blocks.append((conv(f, 3, f"res{i}_conv_a"), bn(f"res{i}_bn_a"),
-                                conv(f, 3, f"res{i}_conv_b"), bn(f"res{i}_bn_b")))
+        self.blocks = ResidualBlocks(
+            [(conv(f, 3, f"res{i}_conv_a"), bn(f"res{i}_bn_a"), conv(f, 3, f"res{i}_conv_b"), bn(f"res{i}_bn_b"))
+             for i in range(self.num_res_blocks)], name="blocks")
         self.conv_post = conv(f, 3, "conv_post")
         self.bn_post = bn("bn_post")
         self.conv_out = conv(channels, k, "conv_out", "zeros" if self.zero_init_output else "glorot_uniform")
@@ -272,7 +293,7 @@ class LearnableResizer(layers.Layer):
         self.conv_mix.build((*input_shape[:-1], f))
         self.bn_in.build((*input_shape[:-1], f))
         small = (input_shape[0], *hw, f)
-        for conv_a, bn_a, conv_b, bn_b in self.blocks:
+        for conv_a, bn_a, conv_b, bn_b in self.blocks.blocks():
             conv_a.build(small)
             bn_a.build(small)
             conv_b.build(small)
@@ -335,7 +356,7 @@ class LearnableResizer(layers.Layer):
         h = self._act(self.conv_mix(h))
         r = self._normalize_after_resize(h, training)
         h = r
-        for conv_a, bn_a, conv_b, bn_b in self.blocks:
+        for conv_a, bn_a, conv_b, bn_b in self.blocks.blocks():
             y = self._act(bn_a(conv_a(h), training=training))
             h = h + bn_b(conv_b(y), training=training)
         h = self.bn_post(self.conv_post(h), training=training) + r

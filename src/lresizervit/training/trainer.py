@@ -30,14 +30,13 @@ from lresizervit.data.schema import check_images
 from lresizervit.io_utils import (
     atomic_write_csv,
     atomic_write_json,
-    atomic_write_with,
     ensure_free_space,
     named_os_error,
 )
+from lresizervit.models.fold_model import load_fold_model, save_fold_model
 from lresizervit.models.regressor import (
     backbone_variables,
     build_regressor,
-    load_model,
     make_loss,
     metadata_stats,
 )
@@ -45,9 +44,11 @@ from lresizervit.models.tta import predict_models
 from lresizervit.run import (
     BACKUP_DIR,
     HISTORY_FILE,
+    LEGACY_MODEL_FILE,
     LOGS_DIR,
     METRICS_FILE,
     MODEL_FILE,
+    MODEL_SPEC_FILE,
     OOF_FILE,
     check_run_config,
     ensure_run_config,
@@ -160,7 +161,7 @@ class _FoldMonitor(keras.callbacks.Callback):
             # The previous best stays whole if this one cannot be written (the temp file is removed).
             ensure_free_space(path, _file_size(path) + 2**20)
             with self._weights_to_save():
-                atomic_write_with(path, self.model.save, suffix=".keras")
+                save_fold_model(self.model, self.out_dir)
         atomic_write_csv(self.out_dir / HISTORY_FILE, pd.DataFrame(self.rows))
         print(
             f"fold {self.fold} epoch {epoch + 1:3d}  loss {logs.get('loss', float('nan')):.4f}  "
@@ -364,7 +365,7 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
     resumed = backup_epoch(backup)
     if not resumed:
         # A fresh start: a model or OOF left by an earlier attempt must not stand in for this one.
-        for name in (MODEL_FILE, OOF_FILE, HISTORY_FILE):
+        for name in (MODEL_FILE, MODEL_SPEC_FILE, LEGACY_MODEL_FILE, OOF_FILE, HISTORY_FILE):
             (out / name).unlink(missing_ok=True)
     print(f"fold {fold}/{n_folds - 1}: {len(train_df)} train, {len(val_df)} val images, "
           f"{model.count_params():,} parameters, {cfg.train.epochs} epochs, {placement.description}, "
@@ -401,7 +402,7 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
                          f"Lower train.learning_rate or set train.clip_norm.")
 
     # The OOF is predicted the way the submission is (TTA views averaged, clipped): the CV scores it.
-    best = load_model(out / MODEL_FILE)
+    best = load_fold_model(out / MODEL_FILE, cfg)
     oof = val_df[[task.id_column, FOLD, task.target_column]].copy()
     oof["pred"] = predict_models([best], val_ds, cfg.predict.tta, task)
     atomic_write_csv(out / OOF_FILE, oof)
