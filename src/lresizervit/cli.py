@@ -14,7 +14,7 @@ import argparse
 import errno
 import sys
 
-from lresizervit.commands import data, evidence, prediction, training, weights
+from lresizervit.commands import data, docs, evidence, prediction, training, weights
 from lresizervit.commands.common import DEFAULT_CONFIG
 from lresizervit.kaggle_io import commands as kaggle  # stdlib-only at import
 
@@ -22,7 +22,7 @@ __all__ = ["DEFAULT_CONFIG", "GROUPS", "build_parser", "main"]
 
 # Each adds its commands' parsers to the subparsers, in this order (the order `--help` lists them).
 GROUPS = (data.register, weights.register, training.register, prediction.register, evidence.register,
-          kaggle.add_subparsers)
+          kaggle.add_subparsers, docs.register)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     expected = (ConfigError, SchemaError, FileNotFoundError, FileExistsError, ValueError)
     try:
-        # A command returns None (success) or its own exit status.
+        # A command returns None (success) or its own exit status (`docs --check`: 1 for stale pages).
         status = args.func(args)
     except expected as exc:
         print(f"error: {exc}", file=sys.stderr)
