@@ -67,3 +67,8 @@ transfer: install
 
 clean-demo:
 	rm -rf $(DEMO_DATA) folds/demo_folds.csv folds/demo_folds.json folds/demo_folds.images.json models/demo submissions/demo.csv submissions/demo.json
+
+# The reference pages docs/reference/config.md and cli.md, generated from the code (a test fails when stale).
+.PHONY: docs
+docs: install
+	$(PY) -m lresizervit docs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +146,44 @@ def test_metadata_value_two(tmp_path: Path) -> None:
     df = _train_frame()
     df.loc[2, "Eyes"] = 2
     msg = _error(_write(tmp_path, df))
-    assert "train.csv" in msg and "row 3 (line 4), column 'Eyes'" in msg and "'2'" in msg
+    assert "train.csv" in msg and "column 'Eyes' holds 1 value that is not 0 or 1 (row 3 (line 4): '2')" in msg
+
+
+def test_real_valued_metadata_is_one_problem_naming_the_task_key(tmp_path: Path) -> None:
+    # Every row of a real-valued column fails the 0/1 check: one line saying which key allows it, not a
+    # line per row that names no key.
+    df = _train_frame(40)
+    df["Eyes"] = (12.02 + np.arange(40) * 0.5).round(2)
+    msg = _error(_write(tmp_path, df))
+    assert "\n" not in msg and msg.count("row ") == 5
+    assert msg.startswith(f"{tmp_path / 'train.csv'}: column 'Eyes' holds 40 values that are not 0 or 1 "
+                          "(row 1 (line 2): '12.02', row 2 (line 3): '12.52', ")
+    assert "... (35 more)); task.metadata_binary is true (the default for Pawpularity): set " \
+           "`task.metadata_binary: false` in the config's task section if this column holds real numbers" in msg
+
+
+def test_several_real_valued_metadata_columns_and_other_problems(tmp_path: Path) -> None:
+    df = _train_frame(8).astype({"Eyes": object, "Blur": object, TARGET: object})
+    df["Eyes"] = "3.5"
+    df.loc[6, "Blur"] = "-1"
+    df.loc[2, "Blur"] = "abc"  # not a number at all: its own line, as before
+    df.loc[4, TARGET] = 0
+    lines = _error(_write(tmp_path, df)).splitlines()
+    assert lines[0].endswith("train.csv: 3 problems:") and len(lines) == 4
+    assert lines[1].startswith("  metadata columns 'Eyes', 'Blur' hold 9 values that are not 0 or 1 (row 1 (line 2), "
+                               "column 'Eyes': '3.5', ")
+    assert "these columns hold real numbers" in lines[1]
+    assert lines[2] == "  row 3 (line 4), column 'Blur': value 'abc' is not a finite number (expected 0 or 1)"
+    assert "row 5 (line 6), column 'Pawpularity'" in lines[3]
+
+
+def test_real_valued_metadata_reads_when_the_task_says_so(tmp_path: Path) -> None:
+    df = _train_frame()
+    df["Eyes"] = [0.5, 12.02, -3.0, 0.0, 1.0, 7.25]
+    task = dataclasses.replace(TASK, metadata_binary=False)
+    train = read_table(_write(tmp_path, df), "train", task)
+    assert train["Eyes"].dtype == np.float64 and train["Eyes"].tolist() == df["Eyes"].tolist()
+    assert train["Blur"].dtype == np.float64
 
 
 def test_metadata_nan(tmp_path: Path) -> None:
@@ -174,7 +212,7 @@ def test_bad_target(tmp_path: Path, value: object, words: str) -> None:
 
 def test_many_problems_are_listed_then_counted(tmp_path: Path) -> None:
     df = _train_frame(10)
-    df["Eyes"] = 7
+    df[TARGET] = 107
     msg = _error(_write(tmp_path, df))
     assert msg.startswith(f"{tmp_path / 'train.csv'}: 10 problems:")
     assert "row 5 (line 6)" in msg and "row 6 (line 7)" not in msg

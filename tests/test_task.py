@@ -77,6 +77,21 @@ def test_image_only_task_needs_fusion_none(tmp_path):
     assert load_config(_yaml(tmp_path, {"task": {"metadata_columns": []}, "model": {"fusion": "none"}}))
 
 
+def test_a_task_that_forgets_metadata_binary_gets_one_error_line_naming_the_key(tmp_path, capsys):
+    from lresizervit.cli import main
+
+    generate(tmp_path / "data", 12, 3, SMALL, workers=1, task=OTHER)
+    task = {k: v for k, v in dataclasses.asdict(OTHER).items() if k != "metadata_binary"}
+    data = {"dir": str(tmp_path / "data"), "folds_csv": str(tmp_path / "folds.csv")}
+    assert main(["check-data", str(_yaml(tmp_path, {"task": task, "data": data}))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "train.csv: column 'size_estimate' holds 12" in err
+    assert "set `task.metadata_binary: false` in the config's task section" in err
+    # What the message says to do.
+    fixed = _yaml(tmp_path, {"task": {**task, "metadata_binary": False}, "data": data})
+    assert main(["check-data", str(fixed)]) == 0
+
+
 def test_a_data_set_that_does_not_match_the_task_names_file_row_and_column(tmp_path):
     generate(tmp_path, 12, 3, SMALL, workers=1, task=OTHER)
     train, test = validate_dataset(tmp_path, OTHER)

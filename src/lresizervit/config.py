@@ -60,8 +60,11 @@ class DataConfig:
 class AugmentConfig:
     # Train-time random square crop covers this fraction of the square image's area at least.
     crop_scale_min: float = 0.6
+    # Probability of a horizontal flip.
     hflip_p: float = 0.5
+    # Probability of a colour jitter (brightness, contrast, saturation ±0.2, hue ±0.02).
     color_jitter_p: float = 0.5
+    # Probability of 1-4 black holes, each 5-15 % of the image's side.
     coarse_dropout_p: float = 0.3
 
 
@@ -78,7 +81,8 @@ class ResizerConfig:
     filters: int = 16
     # Residual blocks, each fed by the previous one (the paper uses 1 or 2).
     num_res_blocks: int = 1
-    # Interpolation of the resize inside the resizer and of its skip path: bilinear, bicubic, area, nearest.
+    # Interpolation of the resize inside the resizer and of its skip path. "area" only with mode "bilinear"
+    # on TensorFlow: it has no gradient there and no JAX resize, so the learned resizer cannot train through it.
     interpolation: str = "bilinear"
     # Kernel of the resizer's first and last convolution (7 in the paper).
     kernel_size: int = 7
@@ -103,10 +107,12 @@ class BackboneConfig:
 
 @dataclass
 class ModelConfig:
+    # The learnable resizer (Talebi & Milanfar 2021) between the photo and the backbone.
     resizer: ResizerConfig = field(default_factory=ResizerConfig)
+    # The image model behind the resizer: a native ViT, a keras-hub preset or a SavedModel.
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    # "concat": an MLP over the 12 metadata columns, concatenated with the image features; "none": image
-    # only (the host says production photos carry no metadata).
+    # "concat": an MLP over task.metadata_columns, concatenated with the image features; "none": image
+    # only (required when there are no metadata columns; the host says production photos carry none).
     fusion: str = "concat"
     # Width of the metadata MLP.
     metadata_units: int = 32
@@ -117,16 +123,18 @@ class ModelConfig:
     head_units: int = 128
     # Dropout on the fused features before the head.
     head_dropout: float = 0.1
-    # "bce": sigmoid output, BCE on Pawpularity/100 (the competition's winning trick); "mse": linear output.
+    # "bce": sigmoid output, BCE on (y - lo) / (hi - lo) for task.target_range [lo, hi] (the competition's
+    # winning trick, on Pawpularity / 100); "mse": linear output, MSE on the same scale.
     loss: str = "bce"
-    # BCE only: targets t/100 become t/100 * (1 - s) + s / 2.
+    # BCE only: the scaled target t becomes t * (1 - s) + s / 2.
     label_smoothing: float = 0.0
 
 
 @dataclass
 class TrainConfig:
+    # Epochs per fold (fewer with patience).
     epochs: int = 10
-    # Per-process batch size.
+    # Batch size per replica: the global batch is this times the replicas of train.strategy.
     batch_size: int = 16
     # Peak learning rate of AdamW, reached after the warmup, then cosine-decayed to 0. With
     # backbone_learning_rate set, this is the rate of the new layers (resizer, metadata branch, head).
@@ -138,6 +146,7 @@ class TrainConfig:
     layer_decay: float = 1.0
     # Epochs in which only the new layers learn (the backbone's learning rate is 0), before it is unfrozen.
     freeze_backbone_epochs: int = 0
+    # AdamW's decoupled weight decay; biases, norms, the class token and position embeddings get none.
     weight_decay: float = 0.05
     # Fraction of all training steps spent warming up linearly from 0.
     warmup_fraction: float = 0.1
@@ -167,6 +176,8 @@ class TrainConfig:
     # the saved best model and the OOF use the averaged weights. Its horizon is ~1 / (1 - ema_momentum)
     # steps: keep it well below the steps of a whole run.
     ema: bool = False
+    # The EMA's decay per step, in (0, 1): 0.999 averages ~1,000 steps (the real data, ~500 steps an epoch
+    # at batch 16); the demo (32 steps an epoch) wants ~0.99.
     ema_momentum: float = 0.999
 
 
@@ -175,13 +186,14 @@ class PredictConfig:
     # Test-time augmentation, the same for the OOF and the test set: "none", "hflip" (+ the mirror) or
     # "flip_zoom" (+ the mirror, a 90 % centre zoom and its mirror: 4 views).
     tta: str = "hflip"
+    # Prediction batch size.
     batch_size: int = 32
     # Submissions land in this folder as <experiment>.csv.
     out_dir: str = "submissions"
     # Also fit an SVR head on each fold's embeddings (its training part only) and blend it with the network
     # on the OOF; cuML's SVR is used when importable (GPU), else scikit-learn's.
     svr: bool = False
-    # The SVR's regularisation C (RBF kernel, on standardised embeddings, targets in Pawpularity units).
+    # The SVR's regularisation C (RBF kernel, on standardised embeddings, targets in the target's units).
     svr_c: float = 16.0
 
 
@@ -189,14 +201,20 @@ class PredictConfig:
 class Config:
     # Experiment name: the run folder is <output_dir>/<name>/.
     name: str = "default"
+    # Where experiment folders go.
     output_dir: str = "models"
     # The data set's facts (columns, image layout, target range, competition); see lresizervit/task.py.
     # A saved config.yaml without this section (trained before it existed) means Pawpularity.
     task: Task = field(default_factory=Task)
+    # Where the data lives, how it is split into folds and loaded.
     data: DataConfig = field(default_factory=DataConfig)
+    # Train-time augmentations (albumentations, or their TF twins with data.pure_tf_augment).
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # The regressor: resizer -> backbone -> fusion with the metadata -> head.
     model: ModelConfig = field(default_factory=ModelConfig)
+    # How each fold trains: optimizer, schedule, precision, devices.
     train: TrainConfig = field(default_factory=TrainConfig)
+    # How the test set (and the OOF, for blending) is predicted.
     predict: PredictConfig = field(default_factory=PredictConfig)
 
     @property

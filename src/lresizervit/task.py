@@ -42,7 +42,8 @@ class Task:
     # Tabular columns fed to the model, in order ([] = image only). Any numbers: 0/1 columns pass as they
     # are, others are standardised with the fold's training statistics, stored inside the model.
     metadata_columns: list[str] = field(default_factory=lambda: list(PAWPULARITY_METADATA))
-    # Every metadata value must be 0 or 1 (Pawpularity's are); false: any finite numbers.
+    # Every metadata value must be 0 or 1 (Pawpularity's are), checked when a CSV is read; false: any finite
+    # numbers. Only a check of the data: the model treats a column by the values it holds either way.
     metadata_binary: bool = True
     # Image of a row, relative to data.dir; {split} is train or test, {id} the row's id.
     image_path: str = "{split}/{id}.jpg"

@@ -85,20 +85,30 @@ def read_table(path: str | os.PathLike[str], kind: str, task: Task) -> pd.DataFr
     problems: list[tuple[int, int, str]] = []  # (row, column position, message): sorted like a linter
     problems += _id_problems(raw[task.id_column], task.id_column)
     out = pd.DataFrame({task.id_column: raw[task.id_column].astype(str)})
+    not_binary: list[tuple[int, str, str]] = []  # (row, column, value) of numbers other than 0 and 1
     for col in expected[1:]:
+        binary = False
         if col == task.target_column:
             lo, hi, integer = task.lo, task.hi, task.integer_target
         elif col == FOLD:
             lo, hi, integer = 0, None, True
         elif col == GROUP:
             lo, hi, integer = -1, None, True
-        elif task.metadata_binary:
-            lo, hi, integer = 0, 1, True
         else:
-            lo, hi, integer = None, None, False
-        values, col_problems = _number_column(raw[col], col, lo, hi, integer)
+            # With metadata_binary the 0/1 check comes after parsing: a column of real numbers is one
+            # problem of the task's setting, not one per row.
+            lo, hi, integer, binary = None, None, False, task.metadata_binary
+        values, col_problems = _number_column(raw[col], col, lo, hi, integer, "0 or 1" if binary else None)
         problems += [(row, expected.index(col), msg) for row, msg in col_problems]
+        if binary:
+            bad_rows = {row for row, _ in col_problems}
+            not_binary += [(int(i), col, raw[col].iloc[i]) for i in np.flatnonzero((values != 0) & (values != 1))
+                           if i not in bad_rows]
+            integer = True
         out[col] = values.astype("int64" if integer else "float64")
+    if not_binary:
+        row, col, _ = min(not_binary, key=lambda p: (p[0], expected.index(p[1])))
+        problems.append((row, expected.index(col), _not_binary_problem(not_binary, expected)))
     if problems:
         problems.sort(key=lambda p: (p[0], p[1]))
         raise SchemaError.from_problems(path, [msg for _, _, msg in problems])
@@ -244,10 +254,10 @@ def _id_problems(ids: pd.Series, column: str) -> list[tuple[int, int, str]]:
 
 
 def _number_column(
-    raw: pd.Series, col: str, lo: float | None, hi: float | None, integer: bool
+    raw: pd.Series, col: str, lo: float | None, hi: float | None, integer: bool, wanted: str | None = None
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Parse one numeric column; for an integer one '37.0' counts as 37 (pandas writes ints as floats once a
-    NaN appeared)."""
+    NaN appeared). `wanted` overrides what the messages say is expected."""
     text = raw.astype(str).str.strip()
     missing = text.str.lower().isin(_NA_TOKENS).to_numpy()
     num = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64")
@@ -259,13 +269,11 @@ def _number_column(
         too_big = num > hi if hi is not None else np.zeros_like(missing)
         out_of_range = valid & ~not_int & (too_small | too_big)
     kind = "an integer" if integer else "a number"
-    if lo is None and hi is None:
+    if wanted is None and lo is None and hi is None:
         wanted = "a finite number"
-    elif hi is None:
+    elif wanted is None and hi is None:
         wanted = f"{kind} >= {lo:g}"
-    elif integer and (lo, hi) == (0, 1):
-        wanted = "0 or 1"
-    else:
+    elif wanted is None:
         wanted = f"{kind} in {lo:g}..{hi:g}"
     problems: list[tuple[int, str]] = []
     bad = np.flatnonzero(missing | not_number | not_int | out_of_range)
@@ -280,6 +288,23 @@ def _number_column(
             msg = f"value {raw.iloc[i]!r} is not {wanted}"
         problems.append((int(i), f"{where(int(i), col)}: {msg}"))
     return np.where(np.isfinite(num), num, 0), problems
+
+
+def _not_binary_problem(found: list[tuple[int, str, str]], header: Sequence[str]) -> str:
+    """One line for every metadata value that is a number but not 0 or 1: the first few, the count, and
+    the config key that allows them."""
+    columns = [c for c in header if any(col == c for _, col, _ in found)]
+    found = sorted(found, key=lambda p: (p[0], header.index(p[1])))
+    if len(columns) == 1:
+        what, verb, these = f"column {columns[0]!r}", "holds", "this column holds"
+    else:
+        what, verb, these = f"metadata columns {_names(columns)}", "hold", "these columns hold"
+    examples = ", ".join(f"{where(row, col if len(columns) > 1 else None)}: {value!r}"
+                         for row, col, value in found[:MAX_LISTED])
+    more = f", ... ({len(found) - MAX_LISTED} more)" if len(found) > MAX_LISTED else ""
+    return (f"{what} {verb} {len(found)} value{_s(found)} that {'is' if len(found) == 1 else 'are'} not 0 "
+            f"or 1 ({examples}{more}); task.metadata_binary is true (the default for Pawpularity): set "
+            f"`task.metadata_binary: false` in the config's task section if {these} real numbers")
 
 
 def _names(columns: Iterable[str]) -> str:

@@ -1,0 +1,71 @@
+"""Training commands: `train` (one fold), `cv` (the folds' OOF into cv.json), `report`."""
+
+from __future__ import annotations
+
+from lresizervit.commands.common import config, with_config
+
+
+def cmd_train(args) -> None:
+    from lresizervit.backend import select
+
+    cfg = config(args)
+    select(cfg.train.backend)  # before anything imports Keras: it picks its backend once
+    from lresizervit.training.trainer import train_fold
+
+    train_fold(cfg, args.fold, force=args.force)
+
+
+def _not_chief(cfg) -> bool:
+    """Under multi_worker, only the chief writes the experiment's cv.json and report (one writer per file
+    on a shared file system); the other workers say so and stop."""
+    from lresizervit.training.cluster import multi_worker_task
+
+    task = multi_worker_task(cfg.train.strategy)
+    if task is not None and not task[1]:
+        print(f"worker {task[0]}: the chief writes {cfg.run_dir}'s cv.json and report")
+        return True
+    return False
+
+
+def cmd_cv(args) -> None:
+    from lresizervit.inference.predict import format_table
+    from lresizervit.run import trained_config, write_cv
+
+    cfg = trained_config(config(args))
+    if _not_chief(cfg):
+        return
+    if write_cv(cfg) is None:
+        message = f"{cfg.run_dir}: not every fold is trained yet; no cv.json written"
+        if args.if_complete:
+            print(message)
+            return
+        raise ValueError(message)
+    print(format_table(cfg))
+
+
+def cmd_report(args) -> None:
+    from lresizervit.report import write_report
+    from lresizervit.run import CV_FILE, trained_config
+
+    # The images may have moved since training; the model settings may not.
+    cfg = trained_config(config(args))
+    if _not_chief(cfg):
+        return
+    if not (cfg.run_dir / CV_FILE).is_file() and args.if_complete:
+        print(f"{cfg.run_dir}: no cv.json yet; no report written")
+        return
+    print(f"wrote {write_report(cfg)} and its figures")
+
+
+def register(sub) -> None:
+    sp = with_config(sub.add_parser("train", help="train one fold"))
+    sp.add_argument("--fold", type=int, required=True)
+    sp.add_argument("--force", action="store_true", help="retrain a fold that is already complete")
+    sp.set_defaults(func=cmd_train)
+    sp = with_config(sub.add_parser("cv", help="collect the folds' OOF into cv.json and print the table"))
+    sp.add_argument("--if-complete", action="store_true", help="exit 0 when some folds are still missing")
+    sp.set_defaults(func=cmd_cv)
+
+    sp = with_config(sub.add_parser("report", help="figures + report.md of a trained experiment"))
+    sp.add_argument("--if-complete", action="store_true", help="exit 0 when cv.json is not written yet")
+    sp.set_defaults(func=cmd_report)
