@@ -24,7 +24,7 @@ ifeq ($(PY),.venv/bin/python)
 	test -x .venv/bin/python || python3 -m venv .venv
 endif
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[dev,jax]'
+	$(PY) -m pip install -e '.[dev,jax,kaggle,tfhub]'
 	touch $@
 
 demo: install

@@ -5,9 +5,14 @@ In a notebook (Internet off) with the competition data and one or more datasets 
 
     !python /kaggle/input/<dataset>/inference.py
 
-It finds, under the input root (any depth, so both /kaggle/input/<slug>/ and newer nested mounts work):
+It prints the runtime (Python, TensorFlow, Keras, keras-hub, JAX, the GPUs / TPU it sees), then finds, under
+the input root (any depth, so both /kaggle/input/<slug>/ and newer nested mounts work):
   - the newest `lresizervit-*.whl` and installs it with `pip install --no-index --no-deps` unless
-    `lresizervit` is importable already (the notebook image brings TensorFlow, Keras and the rest);
+    `lresizervit` is importable already (the notebook image brings TensorFlow, Keras and the rest); then
+    checks the image against that wheel's declared requirements (keras-hub only for a keras_hub: backbone)
+    and installs a shipped wheel (e.g. keras-hub's, which `kaggle package` puts beside such an experiment)
+    only where the image's version is outside them. TensorFlow, Keras and JAX are never replaced. What still
+    does not fit ends the run with one `error:` line per package: found, needed, and the wheel to attach;
   - every experiment folder (one holding `config.yaml` and `fold_*`), mirrored into the working folder
     with its files linked, so caches written while predicting land there (the input is read-only) and
     folds uploaded as `fold_k.zip` are unzipped there;
@@ -15,8 +20,9 @@ It finds, under the input root (any depth, so both /kaggle/input/<slug>/ and new
 then runs `lresizervit predict EXP... --data-dir DATA --out OUT`: folds x TTA of each experiment, blended
 with weights fitted on their out-of-fold predictions when there are several, checked against test.csv.
 
-Only the standard library is used until the wheel is installed. Flags (or environment variables) move
-every path, which is how the tests run it against a tree shaped like /kaggle/input.
+Only the standard library (and `lresizervit_bootstrap.py`, shipped beside this file) is used until the wheel
+is installed. Flags (or environment variables) move every path, which is how the tests run it against a tree
+shaped like /kaggle/input.
 """
 
 from __future__ import annotations
@@ -27,14 +33,28 @@ import importlib.util
 import os
 import re
 import shutil
-import site
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 COMPETITION = "petfinder-pawpularity-score"
 MAX_DEPTH = 6  # /kaggle/input/datasets/<owner>/<slug>/<folder>/... is deep enough
+
+
+def _bootstrap():
+    """lresizervit_bootstrap.py from beside this file (as packaged), else the repository's copy."""
+    import importlib.util
+
+    here = Path(__file__).resolve().parent
+    for path in (here / "lresizervit_bootstrap.py", here.parent / "src" / "lresizervit" / "kaggle_io" / "bootstrap.py"):
+        if path.is_file():
+            spec = importlib.util.spec_from_file_location("lresizervit_bootstrap", path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+            spec.loader.exec_module(module)
+            return module
+    raise SystemExit(f"error: lresizervit_bootstrap.py is missing beside {Path(__file__).name}; package the "
+                     f"experiment again with `python -m lresizervit kaggle package`")
 
 
 def _version_key(wheel: Path) -> tuple:
@@ -44,7 +64,7 @@ def _version_key(wheel: Path) -> tuple:
 
 
 def scan(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
-    """(wheels, experiment folders, data folders) under root; never descends into the last two."""
+    """(lresizervit wheels, experiment folders, data folders) under root; never descends into the last two."""
     wheels, experiments, data_dirs = [], [], []
     root_depth = len(root.parts)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -64,24 +84,28 @@ def scan(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
     return sorted(wheels, key=_version_key), sorted(experiments), sorted(data_dirs)
 
 
-def ensure_installed(wheels: list[Path]) -> str:
-    """Import lresizervit, installing the newest wheel first if it is not importable."""
-    if importlib.util.find_spec("lresizervit") is not None:
-        return "lresizervit already importable; nothing installed"
-    if not wheels:
-        raise SystemExit("error: lresizervit is not installed and no lresizervit-*.whl was found in the "
-                         "attached datasets (package the experiment with `python -m lresizervit kaggle package`)")
-    wheel = wheels[-1]
-    cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--disable-pip-version-check",
-           "-q", str(wheel)]
-    if subprocess.run(cmd).returncode != 0:
-        raise SystemExit(f"error: `{' '.join(cmd)}` failed (its output is above)")
-    # pip may have fallen back to the user site, which is not on sys.path if it did not exist at start.
-    importlib.invalidate_caches()
+def ensure_installed(boot, root: Path, wheels: list[Path], experiments: list[Path]) -> str:
+    """Import lresizervit, installing the newest wheel first if it is not importable, and close the gaps
+    between the image and the wheel's requirements with the wheels shipped under `root`."""
+    lines = []
     if importlib.util.find_spec("lresizervit") is None:
-        site.addsitedir(site.getusersitepackages())
+        if not wheels:
+            raise SystemExit("error: lresizervit is not installed and no lresizervit-*.whl was found in the "
+                             "attached datasets (package the experiment with `python -m lresizervit kaggle package`)")
+        wheel = wheels[-1]
+        boot.install([boot.Wheel(wheel, "lresizervit", wheel.name.split("-")[1])])
+        reqs = boot.wheel_requirements(wheel)
+        lines.append(f"installed {wheel}")
+    else:
+        reqs = boot.installed_requirements()
+        lines.append("lresizervit already importable; not installed")
+    reqs = boot.needed(reqs, keras_hub=any(boot.uses_keras_hub(e) for e in experiments), training=False)
+    shipped = [w for w in boot.find_wheels(root) if w.name != "lresizervit"]
+    installed = boot.close_gaps(reqs, shipped, f"under {root}")
+    lines.append(f"installed {', '.join(installed)} (the image's were outside lresizervit's range)" if installed
+                 else "the image meets lresizervit's requirements")
     importlib.import_module("lresizervit")
-    return f"installed {wheel}"
+    return "\n".join(lines)
 
 
 def materialise(exp: Path, work_dir: Path, used: set[str]) -> Path:
@@ -100,7 +124,7 @@ def materialise(exp: Path, work_dir: Path, used: set[str]) -> Path:
         rel = here.relative_to(exp)
         (target / rel).mkdir(parents=True, exist_ok=True)
         for f in filenames:
-            if f.endswith(".whl"):
+            if f.endswith(".whl") or f == "lresizervit_bootstrap.py":
                 continue
             if rel == Path(".") and re.fullmatch(r"fold_\d+\.zip", f) and not (exp / f[:-4]).is_dir():
                 with zipfile.ZipFile(here / f) as zf:  # `--dir-mode zip` uploaded the fold as an archive
@@ -142,10 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.input_root)
     if not root.is_dir():
         raise SystemExit(f"error: input root {root} does not exist")
+    boot = _bootstrap()
+    print("runtime:\n  " + "\n  ".join(boot.runtime_lines()), flush=True)
     wheels, experiments, data_dirs = scan(root)
-    print(ensure_installed(wheels), flush=True)
     if args.experiments:
         experiments = [Path(e) for e in args.experiments]
+    print(ensure_installed(boot, root, wheels, experiments), flush=True)
     if not experiments:
         raise SystemExit(f"error: no experiment folder (config.yaml + fold_*) under {root}; attach the "
                          f"dataset made by `python -m lresizervit kaggle package`")

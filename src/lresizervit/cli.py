@@ -14,7 +14,7 @@ import argparse
 import errno
 import sys
 
-from lresizervit.commands import data, docs, evidence, prediction, training, weights
+from lresizervit.commands import data, docs, evidence, prediction, runtime, training, weights
 from lresizervit.commands.common import DEFAULT_CONFIG
 from lresizervit.kaggle_io import commands as kaggle  # stdlib-only at import
 
@@ -22,7 +22,7 @@ __all__ = ["DEFAULT_CONFIG", "GROUPS", "build_parser", "main"]
 
 # Each adds its commands' parsers to the subparsers, in this order (the order `--help` lists them).
 GROUPS = (data.register, weights.register, training.register, prediction.register, evidence.register,
-          kaggle.add_subparsers, docs.register)
+          kaggle.add_subparsers, runtime.register, docs.register)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,10 +29,11 @@ def cmd_download(args) -> None:
 def cmd_package(args) -> None:
     given = {"tta": args.tta, "svr": args.svr, "svr_c": args.svr_c}
     info = package_experiment(args.exp, dataset=args.dataset, title=args.title, license_name=args.license,
-                              predict_settings={k: v for k, v in given.items() if v is not None})
+                              predict_settings={k: v for k, v in given.items() if v is not None},
+                              wheel_dirs=tuple(args.wheels or ()))
     run_dir, pred = info["run_dir"], info["predict"]
     print(f"wrote {run_dir / 'dataset-metadata.json'} (id {info['id']}, title {info['title']!r}) and "
-          f"{info['wheel'].name}; {info['folds']} folds, {info['bytes'] / 2**20:.1f} MiB in all")
+          f"{', '.join([info['wheel'].name, *info['extra_wheels']])}; {info['folds']} folds, {info['bytes'] / 2**20:.1f} MiB in all")
     print(f"the notebook will predict with tta={pred.tta}, svr={pred.svr}" + (f" (C={pred.svr_c:g})" if pred.svr
           else "") + f": the predict section of {run_dir / 'config.yaml'} (change it with --tta / --svr)")
     if pred.svr and not info["svr_heads_saved"]:
@@ -81,6 +82,8 @@ def add_subparsers(sub) -> None:
     sp.add_argument("--svr", action=argparse.BooleanOptionalAction, default=None,
                     help="whether the notebook adds the SVR heads (predict.svr)")
     sp.add_argument("--svr-c", type=float, default=None, help="predict.svr_c the notebook uses")
+    sp.add_argument("--wheels", action="append", metavar="DIR", help="where to find the keras-hub wheel a keras_hub: "
+                    "experiment ships (repeatable; default: the wheel cache, filled by pip download where online)")
     sp.set_defaults(func=cmd_package)
 
     sp = _with_config(ksub.add_parser("submit", help="check a submission against test.csv, then submit it"))

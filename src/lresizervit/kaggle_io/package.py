@@ -24,8 +24,48 @@ from lresizervit.kaggle_io.client import (
 
 DEFAULT_LICENSE = "CC0-1.0"  # what `kaggle datasets init` writes
 WHEEL_GLOB = "lresizervit-*.whl"
-# The offline entry point, copied into every packaged experiment so a notebook needs one line.
+# The offline entry point, copied into every packaged experiment so a notebook needs one line, and the
+# standard-library module it imports from beside itself (kaggle_io/bootstrap.py: the image's versions).
 INFERENCE_SCRIPT = "inference.py"
+BOOTSTRAP_MODULE = "lresizervit_bootstrap.py"
+# Where `kaggle package` keeps the wheels it ships (keras-hub's) between runs; `pip download` fills it.
+WHEEL_CACHE_ENV = "LRESIZERVIT_WHEEL_CACHE"
+PYPI = "https://pypi.org/simple"
+
+
+def wheel_cache() -> Path:
+    return Path(os.environ.get(WHEEL_CACHE_ENV) or Path.home() / ".cache" / "lresizervit" / "wheels")
+
+
+def shipped_wheel(dist: str, version: str, wheel_dirs: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """The pure-Python wheel of `dist==version` that an experiment ships: from `wheel_dirs` (--wheels),
+    else the wheel cache, else `pip download` into the cache where the index is reachable; offline without
+    one, a KaggleError saying which wheel to put where."""
+    from lresizervit.net import unreachable
+
+    name = f"{dist.replace('-', '_')}-{version}-py3-none-any.whl"
+    cache = wheel_cache()
+    for folder in (*map(Path, wheel_dirs), cache):
+        if (folder / name).is_file():
+            return folder / name
+    index = os.environ.get("PIP_INDEX_URL") or PYPI
+    why = unreachable(index)
+    if why is None:
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                   "--disable-pip-version-check", "-q", "-d", tmp, f"{dist}=={version}"]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            got = Path(tmp) / name
+            if proc.returncode == 0 and got.is_file():
+                os.replace(got, cache / name)
+                return cache / name
+            why = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:]) or f"no {name} came back"
+    looked = ", ".join(str(d) for d in (*wheel_dirs, cache))
+    raise KaggleError(f"the experiment needs {name} beside it (Kaggle's GPU image has an older {dist}), and it is "
+                      f"not in {looked}, and {index} cannot give it ({why}): put that file in {cache} (e.g. "
+                      f"`pip download --no-deps {dist}=={version} -d {cache}` on a machine with internet) or pass "
+                      f"--wheels DIR")
 
 
 def source_root() -> Path:
@@ -115,13 +155,34 @@ def validate_metadata(folder: str | os.PathLike, shown: str | os.PathLike | None
     return meta
 
 
+def _trained_version(run_dir: Path, n_folds: int, key: str, dist: str) -> str:
+    """The version of `dist` that trained the experiment (its folds' model.json), else the installed one."""
+    from importlib import metadata
+
+    from lresizervit.run import MODEL_SPEC_FILE, fold_file
+
+    found = set()
+    for k in range(n_folds):
+        path = fold_file(run_dir, k, MODEL_SPEC_FILE)
+        if path.is_file():
+            found.add(read_json_dict(path).get("written_by", {}).get(key))
+    found.discard(None)
+    if len(found) > 1:
+        raise KaggleError(f"{run_dir}: its folds were trained with {dist} {' and '.join(sorted(found))}; one "
+                          f"notebook installs one: retrain the folds with one version")
+    return found.pop() if found else metadata.version(dist)
+
+
 def package_experiment(exp: str | os.PathLike, dataset: str | None = None, title: str | None = None,
-                       license_name: str = DEFAULT_LICENSE, predict_settings: dict | None = None) -> dict:
+                       license_name: str = DEFAULT_LICENSE, predict_settings: dict | None = None,
+                       wheel_dirs: tuple[str | os.PathLike, ...] = ()) -> dict:
     """Make `models/<exp>/` uploadable as is: check every fold is trained, build the wheel beside the
     weights, copy the offline entry point, write and validate `dataset-metadata.json`.
 
     `predict_settings` (e.g. `{"tta": "flip_zoom", "svr": True}`) are written into the experiment's
     `config.yaml` `predict` section, which is what `predict <folder>`, and so the notebook, uses.
+    A `keras_hub:` experiment also ships the keras-hub wheel it was trained with (`shipped_wheel`), which the
+    notebook installs only where the image's keras-hub is outside lresizervit's range.
     """
     from lresizervit.config import save_config
     from lresizervit.io_utils import atomic_write_bytes, atomic_write_json
@@ -161,7 +222,8 @@ def package_experiment(exp: str | os.PathLike, dataset: str | None = None, title
         f"Fold models of the LResizerViT experiment `{cfg.name}` ({len(models)} folds, resizer "
         f"{cfg.model.resizer.mode} {cfg.data.image_size} -> {cfg.model.resizer.target_size} px, backbone "
         f"{cfg.model.backbone.name}).{score}\n\n"
-        f"Holds `config.yaml`, `fold_*/model.keras` and a `lresizervit-*.whl` (this code, installed offline). "
+        f"Holds `config.yaml`, `fold_*/model.weights.h5` + `model.json` and a `lresizervit-*.whl` (this code, "
+        f"installed offline; for a keras-hub backbone also the keras-hub wheel it was trained with). "
         f"In an internet-off notebook with this dataset and the competition data attached, "
         f"`!python /kaggle/input/<this dataset>/{INFERENCE_SCRIPT}` writes /kaggle/working/submission.csv."
     )
@@ -171,7 +233,20 @@ def package_experiment(exp: str | os.PathLike, dataset: str | None = None, title
         atomic_write_json(Path(tmp) / "dataset-metadata.json", meta)
         validate_metadata(tmp, shown=run_dir)
 
+    extra = []
+    if cfg.model.backbone.name.startswith("keras_hub:"):
+        extra.append(shipped_wheel("keras-hub", _trained_version(run_dir, len(models), "keras_hub", "keras-hub"),
+                                   wheel_dirs))
     wheel = build_wheel(run_dir)
+    for path in extra:
+        stem = path.name.split("-")[0]
+        if (run_dir / path.name).resolve() != path.resolve():
+            atomic_write_bytes(run_dir / path.name, path.read_bytes())
+        for old in run_dir.glob(f"{stem}-*.whl"):
+            if old.name != path.name:
+                old.unlink()
+    bootstrap = Path(__file__).with_name("bootstrap.py")
+    atomic_write_bytes(run_dir / BOOTSTRAP_MODULE, bootstrap.read_bytes())
     if predict_settings:
         save_config(cfg, run_dir / CONFIG_FILE)  # predict.* only: training keys are unchanged
     script = source_root() / "kaggle" / INFERENCE_SCRIPT
@@ -181,5 +256,6 @@ def package_experiment(exp: str | os.PathLike, dataset: str | None = None, title
     validate_metadata(run_dir)
     size = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
     heads = all(svr_file(run_dir, k, cfg.predict.svr_c).is_file() for k in range(len(models)))
-    return {"run_dir": run_dir, "id": ref, "title": title, "wheel": wheel, "folds": len(models),
+    return {"run_dir": run_dir, "id": ref, "title": title, "wheel": wheel, "extra_wheels": [p.name for p in extra],
+            "folds": len(models),
             "bytes": size, "predict": cfg.predict, "svr_heads_saved": heads}

@@ -144,7 +144,12 @@ def _hub_cache_dir_for(handle: str) -> str:
 
 
 def _resolve_hub(spec: str, handle: str) -> str:
-    import tensorflow_hub as hub
+    try:
+        import tensorflow_hub as hub
+    except ImportError:
+        raise BackboneUnavailableError(f"backbone {spec!r} needs tensorflow-hub, an optional dependency (its tf-keras "
+                                       "could replace an image's TensorFlow): pip install 'lresizervit[tfhub]', "
+                                       "or download the model and use 'savedmodel:/its/folder'") from None
 
     remote = urllib.parse.urlparse(handle).scheme in ("http", "https", "gs")
     if remote:

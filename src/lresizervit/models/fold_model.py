@@ -325,3 +325,13 @@ def convert_fold(cfg, fold: int, keep_archive: bool = False) -> dict:
     return {"fold": fold, "max_abs_difference": gap, "archive_bytes": archive_bytes,
             "weights_bytes": (folder / MODEL_FILE).stat().st_size,
             "spec_bytes": (folder / MODEL_SPEC_FILE).stat().st_size}
+
+
+def convert_experiment(spec: str | os.PathLike, keep_archive: bool = False) -> list[dict]:
+    """Convert every fold of the experiment `spec` (a folder or its config YAML) still held as `model.keras`;
+    returns one result per converted fold (none when every fold is in the portable format already)."""
+    from lresizervit.run import experiment_config, fold_models
+
+    cfg = experiment_config(spec)
+    return [convert_fold(cfg, k, keep_archive) for k, path in enumerate(fold_models(cfg.run_dir))
+            if path.name == LEGACY_MODEL_FILE]
