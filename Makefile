@@ -15,7 +15,7 @@ DEMO_DATA ?= input/demo
 DEMO_TRAIN ?= 1500
 DEMO_TEST ?= 200
 
-.PHONY: install demo test test-fast lint bench ablation transfer clean-demo
+.PHONY: install demo test test-fast test-images images lint bench ablation transfer clean-demo
 
 install: $(STAMP)
 
@@ -42,10 +42,35 @@ demo: install
 TEST_WORKERS ?= 2
 
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not images"
 
 test-fast: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not images"
+
+# Kaggle's GPU and TPU images as test environments (README: Runs on): virtualenvs rebuilt from PyPI with the
+# images' versions (tests/images/*.txt; rebuilt when that file changes), and the wheels their tests install
+# offline. `make test-images` then trains and predicts in them (tests/test_kaggle_images.py). The images are
+# built with the machine's python3, not the one of an active virtualenv, as a fresh image would be.
+IMAGES_DIR ?= .venv-images
+BASE_PYTHON ?= $(shell command -v python3)
+
+images: $(IMAGES_DIR)/kaggle-gpu/.stamp $(IMAGES_DIR)/kaggle-tpu/.stamp $(IMAGES_DIR)/wheels/.stamp
+
+$(IMAGES_DIR)/%/.stamp: tests/images/%.txt
+	rm -rf $(IMAGES_DIR)/$*
+	env -u VIRTUAL_ENV $(BASE_PYTHON) -m venv $(IMAGES_DIR)/$*
+	$(IMAGES_DIR)/$*/bin/python -m pip install -q --disable-pip-version-check -r $<
+	touch $@
+
+# keras-hub 0.29.1: what a keras_hub: experiment ships; 0.26.0: the GPU image's own, put back before each test.
+$(IMAGES_DIR)/wheels/.stamp: pyproject.toml tests/images/kaggle-gpu.txt
+	mkdir -p $(IMAGES_DIR)/wheels
+	$(IMAGES_DIR)/kaggle-gpu/bin/python -m pip download -q --disable-pip-version-check --no-deps --only-binary :all: -d $(IMAGES_DIR)/wheels keras-hub==0.29.1
+	$(IMAGES_DIR)/kaggle-gpu/bin/python -m pip download -q --disable-pip-version-check --no-deps --only-binary :all: -d $(IMAGES_DIR)/wheels keras-hub==0.26.0
+	touch $@
+
+test-images: install images
+	LRESIZERVIT_IMAGES=$(IMAGES_DIR) $(PY) -m pytest -q -n 2 --dist loadgroup -m images tests/test_kaggle_images.py
 
 lint: install
 	$(PY) -m ruff check .

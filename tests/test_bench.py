@@ -143,6 +143,7 @@ def test_bench_replicas_is_refused_under_jax(monkeypatch, capsys):
 def test_bench_predict_on_a_tiny_two_fold_experiment(tmp_path):
     from lresizervit.config import load_config, save_config
     from lresizervit.data.synth import SynthParams, generate
+    from lresizervit.models.fold_model import save_fold_model
     from lresizervit.models.regressor import build_regressor
 
     generate(tmp_path / "data", 6, 5, SynthParams(seed=2, min_side=32, max_side=40, max_long_side=48), workers=1)
@@ -154,7 +155,7 @@ def test_bench_predict_on_a_tiny_two_fold_experiment(tmp_path):
     save_config(cfg, cfg.run_dir / "config.yaml")
     for k in range(2):  # real (untrained) models: their cost, not their accuracy, is measured
         (cfg.run_dir / f"fold_{k}").mkdir(parents=True)
-        build_regressor(cfg.model, 32, cfg.task).save(cfg.run_dir / f"fold_{k}" / "model.keras")
+        save_fold_model(build_regressor(cfg.model, 32, cfg.task), cfg.run_dir / f"fold_{k}")
         (cfg.run_dir / f"fold_{k}" / "metrics.json").write_text('{"n_folds": 2}')
     result = bench_predict(cfg, repeats=1, ttas=("hflip",))
     rows = result["variants"]

@@ -9,7 +9,8 @@ import numpy as np
 from lresizervit.comparison import detail_survival
 from lresizervit.config import ModelConfig
 from lresizervit.data.synth import SynthParams, generate
-from lresizervit.models.regressor import build_regressor, load_model, make_loss
+from lresizervit.models.fold_model import load_fold_model
+from lresizervit.models.regressor import build_regressor, make_loss
 from lresizervit.models.resizer import ConvAfterResize, LearnableResizer, resize_images
 from tests.facts import TASK
 
@@ -62,7 +63,7 @@ def test_control_mode_trains_a_step_and_round_trips(tmp_path):
     assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))  # its layers do train
     pred = model.predict(x, verbose=0)
     model.save(tmp_path / "m.keras")
-    reloaded = load_model(tmp_path / "m.keras")
+    reloaded = load_fold_model(tmp_path / "m.keras")  # an archive: the layers' configs round trip
     assert isinstance(reloaded.get_layer("resizer"), ConvAfterResize)
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), pred, rtol=1e-5, atol=1e-4)
 

@@ -116,11 +116,12 @@ def test_undecodable_image_is_one_error_line_naming_the_file(tmp_path, capsys):
                    f"  image_size: 32\nmodel:\n  resizer:\n    target_size: 16\n  backbone:\n    name: vit_tiny_demo\n")
     # A one-fold "experiment" with a real (untrained) model, enough for the predictor to reach the images.
     from lresizervit.config import load_config, save_config
+    from lresizervit.models.fold_model import save_fold_model
     from lresizervit.models.regressor import build_regressor
 
     c = load_config(cfg)
     save_config(c, models / "config.yaml")
-    build_regressor(c.model, 32, c.task).save(models / "fold_0" / "model.keras")
+    save_fold_model(build_regressor(c.model, 32, c.task), models / "fold_0")
     (models / "fold_0" / "metrics.json").write_text('{"n_folds": 1}')
     assert main(["predict", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()

@@ -60,7 +60,7 @@ def test_ema_weights_are_validated_saved_and_resumed(tmp_path):
     from lresizervit.data.folds import make_folds, write_folds
     from lresizervit.data.schema import read_table
     from lresizervit.data.synth import SynthParams, generate
-    from lresizervit.models.regressor import load_model
+    from lresizervit.models.fold_model import load_fold_model
     from lresizervit.training.trainer import backup_epoch, train_fold
 
     generate(tmp_path / "data", 16, 2, SynthParams(seed=6, min_side=40, max_side=48, max_long_side=56), workers=1)
@@ -99,7 +99,7 @@ def test_ema_weights_are_validated_saved_and_resumed(tmp_path):
     raw, ema = {**first.raw, **second.raw}, {**first.ema, **second.ema}
     assert sorted(raw) == [1, 2, 3, 4]
     best = metrics["best_epoch"]
-    model_weights = [np.asarray(v) for v in load_model(fold / "model.keras").trainable_variables]
+    model_weights = [np.asarray(v) for v in load_fold_model(fold / "model.weights.h5").trainable_variables]
     assert len(model_weights) == len(ema[best]) > 0
     # The saved model holds the averages of its best epoch (SwapEMAWeights swaps by adding and
     # subtracting, so equal up to float32 rounding) ...

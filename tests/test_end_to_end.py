@@ -52,7 +52,7 @@ def test_synth_folds_train_predict(tmp_path):
     assert sorted(folds["kfold"].unique()) == [0, 1]
     for k in (0, 1):
         fold = run_dir / f"fold_{k}"
-        assert (fold / "model.keras").stat().st_size > 0
+        assert (fold / "model.weights.h5").stat().st_size > 0
         history = pd.read_csv(fold / "history.csv")
         assert len(history) == 1 and {"loss", "rmse", "val_rmse", "lr"} <= set(history.columns)
         oof = pd.read_csv(fold / "oof.csv", dtype={"Id": str})
@@ -93,7 +93,7 @@ def test_synth_folds_train_predict(tmp_path):
 
     # A fold missing its model: the predictor refuses instead of writing a submission from one fold.
     before = sub_path.read_bytes()
-    (run_dir / "fold_1" / "model.keras").unlink()
+    (run_dir / "fold_1" / "model.weights.h5").unlink()
     bad = run([py, "predict.py", str(cfg)], ROOT, check=False)
     assert bad.returncode == 2 and "folds [1] of 2 are not trained" in bad.stderr
     assert sub_path.read_bytes() == before

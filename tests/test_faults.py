@@ -127,7 +127,8 @@ def _damage(path: Path, how: str) -> bytes:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "fold", "how"), [
-    ("model.keras", 1, "truncate"), ("model.keras", 1, "corrupt"), ("metrics.json", 0, "truncate"),
+    ("model.weights.h5", 1, "truncate"), ("model.weights.h5", 1, "corrupt"), ("model.json", 0, "truncate"),
+    ("metrics.json", 0, "truncate"),
     ("oof.csv", 1, "truncate"), ("oof.csv", 0, "corrupt"),
 ])
 def test_a_damaged_fold_file_is_named_with_its_fold_and_the_retrain_command(run_copy, capsys, name, fold, how):
@@ -142,7 +143,7 @@ def test_a_damaged_fold_file_is_named_with_its_fold_and_the_retrain_command(run_
     out = tmp / "submissions" / f"damaged_{fold}_{name}_{how}.csv"
     try:
         commands = [["predict", str(cfg), "--out", str(out)]]
-        if name != "model.keras":  # cv reads the folds' metrics and OOF, never their models
+        if not name.startswith("model."):  # cv reads the folds' metrics and OOF, never their models
             commands.append(["cv", str(cfg)])
         if name == "metrics.json":  # `train` would otherwise skip the fold as complete
             commands.append(["train", str(cfg), "--fold", str(fold)])
@@ -189,7 +190,7 @@ def test_retrain_command_repairs_a_fold_and_a_full_disk_at_its_oof_loses_no_epoc
     cfg = copy_experiment(tiny_experiment, tmp)
     run = tmp / "models" / "tiny"
     fold = run / "fold_1"
-    original = _damage(fold / "model.keras", "truncate")
+    original = _damage(fold / "model.weights.h5", "truncate")
     out = tmp / "submissions" / "repaired.csv"
     assert main(["predict", str(cfg), "--out", str(out)]) == 2
     assert "fold 1" in _one_error_line(capsys)
@@ -201,7 +202,7 @@ def test_retrain_command_repairs_a_fold_and_a_full_disk_at_its_oof_loses_no_epoc
     line = _one_error_line(capsys)
     assert str(fold / "oof.csv") in line and "No space left on device" in line
     assert not (fold / "metrics.json").exists() and not (fold / "oof.csv").exists()
-    assert (fold / "backup").is_dir() and (fold / "model.keras").read_bytes() != original[: len(original) // 2]
+    assert (fold / "backup").is_dir() and (fold / "model.weights.h5").read_bytes() != original[: len(original) // 2]
     assert (run / "fold_0" / "history.csv").read_bytes() == history  # the other fold is untouched
     _no_temp_files(run)
 

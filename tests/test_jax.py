@@ -144,22 +144,22 @@ def test_padded_validation_scores_the_real_rows_only(tmp_path):
 
 def test_a_tensorflow_fold_predicts_the_same_on_jax(tiny_experiment, tmp_path, jax_cache):
     from lresizervit.backend import predict_batch
-    from lresizervit.models.regressor import load_model
+    from lresizervit.models.fold_model import load_fold_model
 
-    model_path = tiny_experiment / "models" / "tiny" / "fold_0" / "model.keras"
+    model_path = tiny_experiment / "models" / "tiny" / "fold_0" / "model.weights.h5"
     rng = np.random.default_rng(1)
     x = {"image": rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8),
          "metadata": rng.integers(0, 2, (5, 12)).astype("float32")}
     np.savez(tmp_path / "x.npz", **x)
-    on_tf = np.asarray(predict_batch(load_model(model_path), x)).reshape(-1)
+    on_tf = np.asarray(predict_batch(load_fold_model(model_path), x)).reshape(-1)
     script = (
         "import sys, numpy as np, keras\n"
         "from lresizervit.backend import predict_batch\n"
-        "from lresizervit.models.regressor import load_model\n"
+        "from lresizervit.models.fold_model import load_fold_model\n"
         "assert keras.backend.backend() == 'jax'\n"
         "x = dict(np.load(sys.argv[2]))\n"
         # 8 rows: the 5 real ones padded to one compiled shape, as predict_models does with a last batch
-        "np.save(sys.argv[3], np.asarray(predict_batch(load_model(sys.argv[1]), x, 8)).reshape(-1))\n")
+        "np.save(sys.argv[3], np.asarray(predict_batch(load_fold_model(sys.argv[1]), x, 8)).reshape(-1))\n")
     run([sys.executable, "-c", script, str(model_path), str(tmp_path / "x.npz"), str(tmp_path / "jax.npy")],
         env_for("jax", jax_cache))
     on_jax = np.load(tmp_path / "jax.npy")

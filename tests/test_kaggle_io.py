@@ -341,6 +341,9 @@ def test_package_writes_metadata_the_client_accepts_and_a_wheel(packaged, tmp_pa
                 "lresizervit/models/resizer.py"} <= names
         assert "Name: lresizervit" in zf.read("lresizervit-0.1.0.dist-info/METADATA").decode()
     assert (run_dir / "inference.py").read_bytes() == (ROOT / "kaggle" / "inference.py").read_bytes()
+    bootstrap = ROOT / "src" / "lresizervit" / "kaggle_io" / "bootstrap.py"
+    assert (run_dir / "lresizervit_bootstrap.py").read_bytes() == bootstrap.read_bytes()
+    assert not list(run_dir.glob("keras_hub-*.whl"))  # a native backbone needs no keras-hub in the notebook
 
     # The client's own create command accepts the folder up to its first network call, and refuses a bad one.
     bad = tmp_path / "bad"
@@ -396,8 +399,33 @@ def test_offline_entry_point_installs_the_wheel_and_writes_a_valid_submission(pa
         assert f"installed {dataset / 'lresizervit-0.1.0-py3-none-any.whl'}" in proc.stdout
         assert list(Path(purelib).glob("lresizervit-0.1.0.dist-info"))
     assert f"competition data: {comp}" in proc.stdout
+    assert f"runtime:\n  python {sys.version.split()[0]}" in proc.stdout and "accelerators: none (CPU)" in proc.stdout
+    assert "the image meets lresizervit's requirements" in proc.stdout
     assert validate_file(out, comp / "test.csv", TASK) == 5
     mirror = working / "lresizervit" / "experiments" / "lresizervit-tiny"
-    assert (mirror / "fold_0" / "model.keras").is_symlink() and (mirror / "fold_1" / "model.keras").is_file()
+    assert (mirror / "fold_0" / "model.weights.h5").is_symlink() and (mirror / "fold_1" / "model.weights.h5").is_file()
     assert [p.name for p in mirror.glob("oof_none.csv") if not p.is_symlink()]  # the cache landed in working
     assert snapshot(root) == before  # /kaggle/input is read-only on Kaggle: nothing may be written there
+
+
+# --- the wheels an experiment ships (keras-hub's for a keras_hub: backbone) -----------------------------
+
+def test_a_shipped_wheel_comes_from_wheels_then_the_cache_and_offline_says_where_to_put_it(tmp_path, monkeypatch):
+    from lresizervit.kaggle_io.package import shipped_wheel
+
+    name = "keras_hub-0.29.1-py3-none-any.whl"
+    given, cache = tmp_path / "given", tmp_path / "cache"
+    given.mkdir()
+    monkeypatch.setenv("LRESIZERVIT_WHEEL_CACHE", str(cache))
+    # Offline: an index nothing answers (a download would fail the test rather than reach PyPI).
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{free_port()}/simple")
+    with pytest.raises(KaggleError) as err:
+        shipped_wheel("keras-hub", "0.29.1", (given,))
+    message = str(err.value)
+    assert f"needs {name} beside it" in message and f"put that file in {cache}" in message
+    assert f"pip download --no-deps keras-hub==0.29.1 -d {cache}" in message and str(given) in message
+    cache.mkdir()
+    (cache / name).write_bytes(b"cached")
+    assert shipped_wheel("keras-hub", "0.29.1", (given,)) == cache / name
+    (given / name).write_bytes(b"given")
+    assert shipped_wheel("keras-hub", "0.29.1", (given,)) == given / name  # --wheels first

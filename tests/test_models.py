@@ -8,17 +8,23 @@ import keras
 import numpy as np
 import pytest
 
-from lresizervit.config import ModelConfig
+from lresizervit.config import Config, ModelConfig, save_config
+from lresizervit.models.fold_model import (
+    load_fold_model,
+    load_legacy_model,
+    needs_unsafe_loading,
+    save_fold_model,
+)
 from lresizervit.models.regressor import (
     BranchDropout,
     RangeBCE,
     build_regressor,
     embedding_model,
-    load_model,
     make_loss,
 )
 from lresizervit.models.resizer import FixedResize, LearnableResizer, expected_resizer_params
 from lresizervit.models.vit import VIT_VARIANTS, build_vit
+from lresizervit.run import MODEL_FILE
 from tests.conftest import ROOT
 from tests.facts import TASK
 
@@ -33,6 +39,13 @@ def tiny_model_config(mode="learned", loss="bce", fusion="concat") -> ModelConfi
     cfg.metadata_units = 8
     cfg.head_units = 8
     cfg.loss = loss
+    return cfg
+
+
+def experiment(model_cfg: ModelConfig, image_size: int = 32) -> Config:
+    """A whole config around `model_cfg`: what a fold's model files are read back with."""
+    cfg = Config()
+    cfg.model, cfg.data.image_size = model_cfg, image_size
     return cfg
 
 
@@ -169,8 +182,9 @@ def test_every_mode_trains_a_step_and_round_trips(tmp_path, mode, loss, fusion):
         assert np.all((pred > 0) & (pred < 100))
     emb = embedding_model(model).predict(x, verbose=0)
     assert emb.shape == (8, 64 + (8 if fusion == "concat" else 0))
-    model.save(tmp_path / "m.keras")
-    np.testing.assert_allclose(load_model(tmp_path / "m.keras").predict(x, verbose=0), pred, rtol=1e-5, atol=1e-4)
+    save_fold_model(model, tmp_path)
+    reloaded = load_fold_model(tmp_path / MODEL_FILE, experiment(cfg))
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), pred, rtol=1e-5, atol=1e-4)
 
 
 def test_metadata_is_ignored_without_fusion_and_used_with_it():
@@ -251,18 +265,20 @@ def test_regressor_rejects_target_not_divisible_by_patch():
 
 
 def test_save_and_reload_in_a_new_process(tmp_path):
-    """The saved model reloads with nothing but this package, in a fresh interpreter, same predictions."""
+    """A fold's model files reload with nothing but this package and the experiment's config.yaml beside
+    them, in a fresh interpreter, with the same predictions."""
     keras.utils.set_random_seed(1)
-    model = build_regressor(tiny_model_config(), 32, TASK)
-    path = tmp_path / "model.keras"
-    model.save(path)
+    cfg = experiment(tiny_model_config())
+    save_config(cfg, tmp_path / "config.yaml")
+    model = build_regressor(cfg.model, 32, TASK)
+    path = save_fold_model(model, tmp_path / "fold_0")
     x = batch(4, seed=3)
     np.savez(tmp_path / "x.npz", **x)
     expected = model.predict(x, verbose=0)
     code = (
         "import sys, numpy as np\n"
-        "from lresizervit.models.regressor import load_model\n"
-        f"m = load_model(r'{path}')\n"
+        "from lresizervit.models.fold_model import load_fold_model\n"
+        f"m = load_fold_model(r'{path}')\n"
         f"x = dict(np.load(r'{tmp_path / 'x.npz'}'))\n"
         f"np.save(r'{tmp_path / 'pred.npy'}', m.predict(x, verbose=0))\n"
     )
@@ -270,12 +286,10 @@ def test_save_and_reload_in_a_new_process(tmp_path):
     got = np.load(tmp_path / "pred.npy")
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
     # And in this process too, through the same entry point the predictor uses.
-    np.testing.assert_allclose(load_model(path).predict(x, verbose=0), expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(load_fold_model(path).predict(x, verbose=0), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_a_model_file_holding_code_is_refused_and_the_code_never_runs(tmp_path):
-    from lresizervit.models.regressor import load_model
-
     marker = tmp_path / "ran.txt"
     x = keras.Input((2,))
     # Runs only when the layer is called, i.e. when Keras rebuilds the model while loading it.
@@ -284,7 +298,7 @@ def test_a_model_file_holding_code_is_refused_and_the_code_never_runs(tmp_path):
     keras.Model(x, y).save(marker_path)
     marker.unlink(missing_ok=True)
     with pytest.raises(ValueError, match=r"evil.keras: refused: the model holds code \(e.g. a Lambda layer\)"):
-        load_model(marker_path)
+        load_fold_model(marker_path)
     assert not marker.exists()
 
 
@@ -297,8 +311,11 @@ def test_predict_refuses_an_experiment_whose_model_holds_code(tiny_experiment, t
     marker = tmp_path / "ran.txt"
     x = keras.Input((2,))
     y = keras.layers.Lambda(lambda t, where=str(marker): (open(where, "w").write("x"), t)[1])(x)
-    evil = tmp_path / "exp" / "models" / "tiny" / "fold_0" / "model.keras"
-    keras.Model(x, y).save(evil)
+    fold = tmp_path / "exp" / "models" / "tiny" / "fold_0"
+    # A fold in the format before model.weights.h5 + model.json (which hold no code at all): an archive.
+    for name in ("model.weights.h5", "model.json"):
+        (fold / name).unlink()
+    keras.Model(x, y).save(fold / "model.keras")
     marker.unlink(missing_ok=True)
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run([sys.executable, "predict.py", str(cfg), "--out", str(tmp_path / "sub.csv")],
@@ -309,13 +326,11 @@ def test_predict_refuses_an_experiment_whose_model_holds_code(tiny_experiment, t
     assert not marker.exists() and not (tmp_path / "sub.csv").exists()
 
 
-def test_native_models_reload_in_safe_mode(tmp_path):
-    from lresizervit.models.regressor import load_model, needs_unsafe_loading
-
+def test_native_archives_of_the_format_before_reload_in_safe_mode(tmp_path):
     path = tmp_path / "m.keras"
     build_regressor(tiny_model_config(), 32, TASK).save(path)
     assert not needs_unsafe_loading(path)
-    assert load_model(path).name == "lresizervit"
+    assert load_legacy_model(path).name == "lresizervit"
     (tmp_path / "broken.keras").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="broken.keras: not a readable .keras model file"):
-        load_model(tmp_path / "broken.keras")
+        load_fold_model(tmp_path / "broken.keras")

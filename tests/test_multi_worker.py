@@ -59,7 +59,7 @@ def train_two_workers(cfg_path: Path, *args: str) -> list[subprocess.CompletedPr
 
 
 def test_two_workers_train_together(tmp_path):
-    from lresizervit.models.regressor import load_model
+    from lresizervit.models.fold_model import load_fold_model
 
     # 16 images, fold 0: 8 train = one global batch of 2 replicas × 4.
     cfg_path = tiny_experiment(tmp_path, 16, 5, {"epochs": 2, "batch_size": 4, "strategy": "multi_worker",
@@ -72,8 +72,8 @@ def test_two_workers_train_together(tmp_path):
     fold = tmp_path / "models" / "tiny" / "fold_0"
     fold_w = tmp_path / "models" / ".worker_1" / "tiny" / "fold_0"
     for d in (fold, fold_w):
-        assert {"model.keras", "history.csv", "oof.csv", "metrics.json"} <= {p.name for p in d.iterdir()}
-    a, b = load_model(fold / "model.keras").get_weights(), load_model(fold_w / "model.keras").get_weights()
+        assert {"model.weights.h5", "history.csv", "oof.csv", "metrics.json"} <= {p.name for p in d.iterdir()}
+    a, b = load_fold_model(fold / "model.weights.h5").get_weights(), load_fold_model(fold_w / "model.weights.h5").get_weights()
     assert len(a) == len(b) > 0
     for wa, wb in zip(a, b, strict=True):
         np.testing.assert_array_equal(wa, wb)

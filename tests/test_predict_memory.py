@@ -23,6 +23,7 @@ def untrained_experiment(root: Path, n_test: int, image_size: int, batch_size: i
     config's path."""
     from lresizervit.config import load_config, save_config
     from lresizervit.data.synth import SynthParams, generate
+    from lresizervit.models.fold_model import save_fold_model
     from lresizervit.models.regressor import build_regressor
 
     generate(root / "data", 4, n_test, SynthParams(seed=2, min_side=32, max_side=40, max_long_side=48), workers=1)
@@ -36,7 +37,7 @@ def untrained_experiment(root: Path, n_test: int, image_size: int, batch_size: i
     save_config(cfg, cfg.run_dir / "config.yaml")
     fold = cfg.run_dir / "fold_0"
     fold.mkdir(parents=True)
-    build_regressor(cfg.model, image_size, cfg.task).save(fold / "model.keras")
+    save_fold_model(build_regressor(cfg.model, image_size, cfg.task), fold)
     (fold / "metrics.json").write_text('{"n_folds": 1}')
     return cfg_path
 

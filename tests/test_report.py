@@ -99,7 +99,7 @@ def test_bilinear_run_skips_the_resizer_figure(tmp_path):
 def test_learned_run_without_its_model_skips_with_a_note(tmp_path):
     cfg = fake_run(tmp_path)
     md = write_report(cfg).read_text()
-    assert "Figure skipped" in md and str(fold_dir(cfg.run_dir, 0) / "model.keras") in md
+    assert "Figure skipped" in md and str(fold_dir(cfg.run_dir, 0) / "model.weights.h5") in md
 
 
 def test_missing_history_is_an_error_naming_the_file(tmp_path):

@@ -65,7 +65,7 @@ def test_kill_and_resume_then_skip(tmp_path):
     assert hist["epoch"].tolist() == list(range(1, 41))
     metrics = json.loads((fold / "metrics.json").read_text())
     assert metrics["resumed_after_epoch"] == done_before and metrics["epochs"] == 40
-    assert (fold / "model.keras").is_file() and (fold / "oof.csv").is_file()
+    assert (fold / "model.weights.h5").is_file() and (fold / "oof.csv").is_file()
     assert not (fold / "backup").exists()  # removed once the fold is complete
     assert any((fold / "logs").rglob("events.out.tfevents.*"))
 

@@ -208,9 +208,9 @@ def test_another_task_trains_and_predicts_a_valid_submission(tmp_path):
     oof = pd.read_csv(run_dir / "oof.csv", dtype={"image_id": str})
     assert list(oof.columns) == ["image_id", "kfold", "score", "pred"] and oof["pred"].between(0, 10).all()
 
-    from lresizervit.models.regressor import load_model
+    from lresizervit.models.fold_model import load_fold_model
 
-    model = load_model(run_dir / "fold_0" / "model.keras")
+    model = load_fold_model(run_dir / "fold_0" / "model.weights.h5")
     # The fold's own training statistics of the non-binary column travel inside the model.
     train = pd.read_csv(tmp_path / "folds.csv", dtype={"image_id": str}).query("kfold != 0")
     mean = keras.ops.convert_to_numpy(model.get_layer("metadata_standardise").mean).reshape(-1)

@@ -44,16 +44,23 @@ def _weights(layer) -> list[np.ndarray]:
 
 
 def _trained_model(scratch: Path, path: Path) -> keras.Model:
-    """The project's regressor around the scratch preset, trained one step and saved like a fold model."""
+    """The project's regressor around the scratch preset, trained one step and saved as a fold model: `path`
+    is fold_0/model.weights.h5, with the experiment's config.yaml two levels up."""
+    from lresizervit.config import Config, save_config
+    from lresizervit.models.fold_model import save_fold_model
+
     cfg = ModelConfig(resizer=ResizerConfig(mode="bilinear", target_size=SIZE),
                       backbone=BackboneConfig(name=f"keras_hub:{scratch}"), metadata_units=4, head_units=8)
+    experiment = Config(model=cfg)
+    experiment.data.image_size = IMAGE
+    save_config(experiment, path.parent.parent / "config.yaml")
     model = build_regressor(cfg, IMAGE, TASK)
     model.compile(keras.optimizers.AdamW(1e-2), loss=make_loss(cfg, TASK))
     rng = np.random.default_rng(0)
     x = {"image": rng.integers(0, 256, (4, IMAGE, IMAGE, 3), dtype=np.uint8),
          "metadata": rng.integers(0, 2, (4, len(META_COLUMNS))).astype("float32")}
     model.train_on_batch(x, np.linspace(1, 100, 4).astype("float32"))
-    model.save(path)
+    assert save_fold_model(model, path.parent) == path
     return model
 
 
@@ -77,7 +84,7 @@ def test_scratch_preset_is_the_architecture_deterministic_and_kept(tmp_path):
 
 
 def test_pretrained_preset_loads_with_the_trained_backbones_weights(tmp_path):
-    scratch, pretrained, model_path = tmp_path / "scratch", tmp_path / "pretrained", tmp_path / "model.keras"
+    scratch, pretrained, model_path = tmp_path / "scratch", tmp_path / "pretrained", tmp_path / "exp" / "fold_0" / "model.weights.h5"
     write_scratch_preset(scratch, SIZE, seed=0)
     model = _trained_model(scratch, model_path)
     trained = _weights(model.get_layer("keras_hub_backbone"))

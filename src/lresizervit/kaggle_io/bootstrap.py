@@ -153,6 +153,7 @@ class Gap:
     requirement: Requirement
     found: tuple[str, str] | None
     wheel: Wheel | None
+    by: str = "lresizervit"  # whose requirement it is
 
     def describe(self) -> str:
         name = self.requirement.name
@@ -166,7 +167,7 @@ def _satisfies(version: str, spec: SpecifierSet) -> bool:
         return False
 
 
-def gaps(reqs: list[Requirement], wheels: list[Wheel]) -> list[Gap]:
+def gaps(reqs: list[Requirement], wheels: list[Wheel], by: str = "lresizervit") -> list[Gap]:
     """The requirements not met by what is installed, each with the newest shipped wheel that meets it."""
     out = []
     for req in reqs:
@@ -174,7 +175,7 @@ def gaps(reqs: list[Requirement], wheels: list[Wheel]) -> list[Gap]:
         if found and _satisfies(found[1], req.specifier):
             continue
         fits = [w for w in wheels if w.name == canonicalize_name(req.name) and _satisfies(w.version, req.specifier)]
-        out.append(Gap(req, found, max(fits, key=lambda w: Version(w.version)) if fits else None))
+        out.append(Gap(req, found, max(fits, key=lambda w: Version(w.version)) if fits else None, by))
     return out
 
 
@@ -189,7 +190,7 @@ def gap_error(gap: Gap, where: str) -> str:
         fix = (f"no wheel of it in that range was found {where}: attach a dataset holding one, e.g. made with "
                f"`pip download --no-deps '{wanted}'` where there is internet (`python -m lresizervit kaggle "
                f"package` puts keras-hub's beside the experiment)")
-    return f"error: {gap.describe()}; lresizervit needs {wanted}; {fix}"
+    return f"error: {gap.describe()}; {gap.by} needs {wanted}; {fix}"
 
 
 def install(wheels: list[Wheel]) -> None:
@@ -210,17 +211,34 @@ def install(wheels: list[Wheel]) -> None:
         site.addsitedir(user_site)
 
 
+# Requirements a shipped wheel declares but does not import for what lresizervit uses: keras-hub imports
+# tensorflow-text only in its text tokenizers (Kaggle's TPU image has none, and it would pull a TensorFlow).
+NOT_IMPORTED = {"keras-hub": ("tensorflow-text",)}
+
+
 def close_gaps(reqs: list[Requirement], wheels: list[Wheel], where: str) -> list[str]:
-    """Install the shipped wheels that meet the unmet requirements (never TensorFlow, Keras or JAX); returns
-    what was installed. Raises SystemExit with one `error:` line per requirement still unmet."""
-    todo = gaps(reqs, wheels)
-    installable = [g.wheel for g in todo if g.wheel is not None
-                   and canonicalize_name(g.requirement.name) not in NEVER_REPLACED]
-    install(installable)
-    left = gaps(reqs, []) if installable else todo
+    """Install the shipped wheels that meet the unmet requirements (never TensorFlow, Keras or JAX), and then
+    those that the installed wheels' own requirements need; returns what was installed. Raises SystemExit
+    with one `error:` line per requirement still unmet (a wheel installed without its dependencies must
+    find them in the image)."""
+    needs = [(req, "lresizervit") for req in reqs]
+    installed: list[Wheel] = []
+    while True:
+        todo = [g for req, by in needs for g in gaps([req], wheels, by)]
+        new = list(dict.fromkeys(g.wheel for g in todo if g.wheel is not None and g.wheel not in installed
+                                 and canonicalize_name(g.requirement.name) not in NEVER_REPLACED))
+        if not new:
+            break
+        install(new)
+        installed += new
+        for wheel in new:
+            skip = NOT_IMPORTED.get(wheel.name, ())
+            needs += [(req, f"{wheel.name} {wheel.version}") for req in wheel_requirements(wheel.path)
+                      if canonicalize_name(req.name) not in skip]
+    left = [g for req, by in needs for g in gaps([req], [], by)]
     if left:
         raise SystemExit("\n".join(gap_error(g, where) for g in left))
-    return [w.path.name for w in installable]
+    return [w.path.name for w in installed]
 
 
 # ------------------------------------------------------------------------------------------ experiments

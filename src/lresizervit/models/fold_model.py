@@ -44,7 +44,7 @@ from lresizervit.run import (
 )
 
 SPEC_FORMAT = 1
-DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16", "bfloat16", "float16")
+DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")  # train.precision's choices
 # How far the converted model's predictions may move from the archive's (target units, e.g. Pawpularity).
 CONVERT_TOLERANCE = 1e-3
 
@@ -128,8 +128,21 @@ def save_fold_model(model: keras.Model, fold_dir: str | os.PathLike) -> Path:
     weights = atomic_write_with(fold_dir / MODEL_FILE, lambda tmp: _save_weights(model, tmp),
                                 suffix=".weights.h5")
     spec["weights_bytes"] = weights.stat().st_size
+    spec["weights_sha256"] = file_sha256(weights)
     atomic_write_json(fold_dir / MODEL_SPEC_FILE, spec)
     return weights
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    # HDF5 keeps no checksum of its arrays: bytes changed in place (a bad copy, a bad sector) would load as
+    # wrong weights without a word. ~1 s per 350 MB fold (Swin-B), next to several to build and load it.
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _fold_of(fold_dir: Path) -> int | None:
@@ -170,6 +183,7 @@ def read_spec(path: str | os.PathLike) -> dict:
     field("metadata_columns", lambda v: isinstance(v, int) and v >= 0, "a count of columns")
     field("precision", lambda v: v in DTYPE_POLICIES, f"one of {DTYPE_POLICIES}")
     field("weights_bytes", lambda v: isinstance(v, int) and v > 0, "the weights file's size in bytes")
+    field("weights_sha256", lambda v: isinstance(v, str) and len(v) == 64, "the weights file's SHA-256")
     field("metadata_stats", lambda v: v is None or (isinstance(v, list) and len(v) == 2 and all(
         numbers(s) and len(s) == spec["metadata_columns"] for s in v)), "null or [means, variances], "
           "one number per metadata column each")
@@ -193,11 +207,16 @@ def _dtype_policy(name: str):
 
 
 def build_fold_model(cfg, spec: dict) -> keras.Model:
-    """The layers of a fold's model, with untrained weights, from the experiment's config and model.json."""
+    """The layers of a fold's model, with untrained weights, from the experiment's config and model.json.
+
+    Built in float32 whatever `train.precision` was: the variables are float32 under every policy, so a
+    model trained in mixed_bfloat16 (the TPU recipe) predicts the same on any backend and hardware, to
+    ~1e-5 rather than bfloat16's ~1e-2, and a T4 (Kaggle's GPU) has no bfloat16 units to gain from. The OOF
+    is predicted the same way after training, so the CV scores what the submission computes."""
     from lresizervit.models.regressor import build_regressor
 
     stats = spec["metadata_stats"]
-    with _dtype_policy(spec["precision"]):
+    with _dtype_policy("float32"):
         return build_regressor(cfg.model, spec["image_size"], cfg.task,
                                metadata_stats=(stats[0], stats[1]) if stats else None,
                                backbone_architecture=spec["backbone_architecture"])
@@ -207,7 +226,7 @@ def load_fold_model(path: str | os.PathLike, cfg=None) -> keras.Model:
     """A fold's model for inference, from `fold_<k>/model.weights.h5` (+ model.json, + the experiment's
     config.yaml unless `cfg`, the config that trained it, is given) or an older `fold_<k>/model.keras`."""
     path = Path(path)
-    if path.name == LEGACY_MODEL_FILE:
+    if path.suffix == ".keras":
         return load_legacy_model(path)
     fold_dir = path.parent
     spec = read_spec(fold_dir / MODEL_SPEC_FILE)
@@ -225,6 +244,9 @@ def load_fold_model(path: str | os.PathLike, cfg=None) -> keras.Model:
     if size != spec["weights_bytes"]:
         raise _bad(path, f"holds {size} bytes where its {MODEL_SPEC_FILE} records {spec['weights_bytes']}: "
                    "truncated, or not the weights that file describes")
+    if file_sha256(path) != spec["weights_sha256"]:
+        raise _bad(path, f"its bytes differ from those its {MODEL_SPEC_FILE} records (SHA-256): corrupted, or "
+                   "not the weights that file describes")
     model = build_fold_model(cfg, spec)
     try:
         stored = stored_variables(path)
