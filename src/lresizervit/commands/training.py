@@ -5,14 +5,30 @@ from __future__ import annotations
 from lresizervit.commands.common import config, with_config
 
 
-def cmd_train(args) -> None:
+def cmd_train(args) -> int | None:
     from lresizervit.backend import select
+    from lresizervit.run import BACKUP_DIR, fold_dir, fold_is_complete
+    from lresizervit.training.backup import backup_epoch
+    from lresizervit.training.deadline import EXIT_TEMPFAIL, Deadline, TimeBudgetExceeded
 
     cfg = config(args)
-    select(cfg.train.backend)  # before anything imports Keras: it picks its backend once
-    from lresizervit.training.trainer import train_fold
+    deadline = Deadline.from_env()  # LRESIZERVIT_DEADLINE: a Kaggle session's time budget
+    try:
+        if deadline is not None and (args.force or not fold_is_complete(cfg.run_dir, args.fold)):
+            # Checked again by the trainer; here first, so a fold that cannot fit costs no Keras start.
+            from lresizervit.models.tta import tta_views
 
-    train_fold(cfg, args.fold, force=args.force)
+            done = 0 if args.force else backup_epoch(fold_dir(cfg.run_dir, args.fold) / BACKUP_DIR)
+            deadline.check_start(cfg.run_dir, args.fold, cfg.train.epochs, len(tta_views(cfg.predict.tta)), done)
+        select(cfg.train.backend)  # before anything imports Keras: it picks its backend once
+        from lresizervit.training.trainer import train_fold
+
+        train_fold(cfg, args.fold, force=args.force, deadline=deadline)
+    except TimeBudgetExceeded as exc:
+        # Not an error: the fold is resumable, and train_folds.sh goes on (exit 75 = EX_TEMPFAIL).
+        print(exc, flush=True)
+        return EXIT_TEMPFAIL
+    return None
 
 
 def _not_chief(cfg) -> bool:
@@ -71,7 +87,9 @@ def cmd_report(args) -> None:
 
 
 def register(sub) -> None:
-    sp = with_config(sub.add_parser("train", help="train one fold"))
+    sp = with_config(sub.add_parser(
+        "train", help="train one fold; with LRESIZERVIT_DEADLINE (unix time) set, a fold that would not end "
+        "before it stops at an epoch end, unfinished and resumable, and the exit status is 75"))
     sp.add_argument("--fold", type=int, required=True)
     sp.add_argument("--force", action="store_true", help="retrain a fold that is already complete")
     sp.set_defaults(func=cmd_train)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -40,7 +39,7 @@ from lresizervit.models.regressor import (
     make_loss,
     metadata_stats,
 )
-from lresizervit.models.tta import predict_models
+from lresizervit.models.tta import predict_models, tta_views
 from lresizervit.run import (
     BACKUP_DIR,
     HISTORY_FILE,
@@ -57,43 +56,9 @@ from lresizervit.run import (
     write_cv,
 )
 from lresizervit.task import FOLD, rmse
+from lresizervit.training.backup import backup_callback, backup_epoch, file_size
+from lresizervit.training.deadline import Deadline, TimeBudgetExceeded, stop_callback
 from lresizervit.training.optimizer import DECAY_EXCLUDED, GroupedAdamW, backbone_multipliers
-
-
-def backup_epoch(backup_dir: Path) -> int:
-    """Epochs completed according to a BackupAndRestore folder (0 when there is none)."""
-    meta = Path(backup_dir) / "training_metadata.json"
-    if not meta.is_file():
-        return 0
-    try:
-        return int(json.loads(meta.read_text())["epoch"])
-    except (ValueError, KeyError, TypeError):
-        return 0  # unreadable: Keras falls back to its previous copy or starts over
-
-
-def _file_size(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else 0
-
-
-class _Backup(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore that checks for room before each checkpoint and keeps it after `fit` (train_fold
-    removes it once the fold's metrics are written).
-
-    h5py, which writes the checkpoint, handles a full disk badly (hundreds of error lines, then a
-    segmentation fault, measured): a checkpoint is as big as the last one, or as model.keras for the first.
-    """
-
-    def __init__(self, backup_dir: Path, model_file: Path):
-        super().__init__(str(backup_dir), double_checkpoint=True, delete_checkpoint=False)
-        self._model_file = model_file
-
-    def _save_model(self):
-        latest = Path(self._weights_path)
-        ensure_free_space(latest, max(_file_size(latest), _file_size(self._model_file)) + 2**20)
-        try:
-            super()._save_model()
-        except OSError as exc:
-            raise named_os_error(exc, latest) from exc
 
 
 class _FoldMonitor(keras.callbacks.Callback):
@@ -159,7 +124,7 @@ class _FoldMonitor(keras.callbacks.Callback):
             self.best, self.best_epoch = val, epoch + 1
             path = self.out_dir / MODEL_FILE
             # The previous best stays whole if this one cannot be written (the temp file is removed).
-            ensure_free_space(path, _file_size(path) + 2**20)
+            ensure_free_space(path, file_size(path) + 2**20)
             with self._weights_to_save():
                 save_fold_model(self.model, self.out_dir)
         atomic_write_csv(self.out_dir / HISTORY_FILE, pd.DataFrame(self.rows))
@@ -278,11 +243,13 @@ def compile_model(cfg: Config, steps_per_epoch: int, replicas: int = 1, train_df
 
 
 def train_fold(cfg: Config, fold: int, force: bool = False,
-               extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
+               extra_callbacks: Sequence[keras.callbacks.Callback] = (), deadline: Deadline | None = None) -> dict:
     """Train fold `fold` of the folds file and write its artefacts; returns its metrics.
 
     A complete fold is skipped (its metrics returned) unless `force`; a fold killed mid-training resumes.
     `extra_callbacks` run after the trainer's own, i.e. after the epoch's backup is written.
+    With a `deadline` (default: LRESIZERVIT_DEADLINE's, training/deadline.py) a fold that would not end
+    before it stops at an epoch end, unfinished and resumable, raising TimeBudgetExceeded.
     """
     import shutil
 
@@ -318,6 +285,10 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
         print(f"fold {fold}: already trained ({out / METRICS_FILE}); skipped (--force retrains it)", flush=True)
         write_cv(cfg)
         return metrics
+    deadline = deadline if deadline is not None else Deadline.from_env()
+    views = len(tta_views(cfg.predict.tta))
+    if deadline is not None:  # before the data and the model: a fold that cannot fit costs nothing
+        deadline.check_start(cfg.run_dir, fold, cfg.train.epochs, views, 0 if force else backup_epoch(out / BACKUP_DIR))
     if cfg.data.tfrecords:
         from lresizervit.data.records.manifest import check_matches_frame
 
@@ -376,7 +347,10 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
     ema_swap = keras.callbacks.SwapEMAWeights() if cfg.train.ema else None
     monitor = _FoldMonitor(out, fold, len(train_df), cfg.train.patience, resume_epochs=resumed, ema_swap=ema_swap)
     # The monitor runs before the backup: a kill between the two redoes the epoch rather than losing it.
-    callbacks = [*([ema_swap] if ema_swap else []), monitor, _Backup(backup, out / MODEL_FILE)]
+    callbacks = [*([ema_swap] if ema_swap else []), monitor, backup_callback(backup, out / MODEL_FILE)]
+    # After the backup: the epoch it stops after is saved, so the next session resumes from it.
+    stop = stop_callback(deadline, fold, cfg.train.epochs, views) if deadline is not None else None
+    callbacks += [stop] if stop is not None else []
     if cfg.train.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(out / LOGS_DIR), write_graph=False, profile_batch=0))
     callbacks += list(extra_callbacks)
@@ -397,6 +371,8 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
             # Our own writes name their file; one that names none (a TensorBoard log) is named by its fold.
             raise named_os_error(exc, out) from exc
     seconds = time.perf_counter() - t0
+    if stop is not None and stop.stopped:
+        raise TimeBudgetExceeded(stop.stopped)  # unfinished on purpose: no OOF, no metrics, the backup kept
     if monitor.best_epoch < 0:
         raise ValueError(f"fold {fold}: val RMSE was never finite (training diverged); no model was saved. "
                          f"Lower train.learning_rate or set train.clip_norm.")
