@@ -15,6 +15,7 @@ and reading what its folds wrote. No other module spells these names.
     oof_<tag>.csv/.json      OOF re-predicted with another TTA (and SVR), keyed by the folds' fingerprints
     report/                  figures + report.md
     dataset-metadata.json    written by `kaggle package`
+    logs/fold_<k>.log        the output of fold k's process under `train_folds.sh --parallel`
 
 An experiment is named on the command line by its config YAML (the folder is `<output_dir>/<name>/`) or by
 the folder itself (e.g. an attached Kaggle dataset): `experiment_config` resolves both the same way.

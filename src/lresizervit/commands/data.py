@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -138,7 +139,21 @@ def cmd_list_folds(args) -> None:
 
     cfg = config(args)
     _, k = read_folds(cfg.data.folds_csv, cfg.task)
+    if args.parallel is not None:
+        from lresizervit.training.cluster import check_parallel_folds
+
+        check_parallel_folds(cfg.train.strategy, args.parallel)
     print(" ".join(str(i) for i in range(k)))
+    if args.parallel is not None:
+        # train_folds.sh --parallel keeps each fold's log in the experiment: it needs the folder, which only
+        # the resolved config (output_dir, name, --set) knows.
+        print(cfg.run_dir)
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of 1 or more, not {text!r}")
+    return int(text)
 
 
 def cmd_check_data(args) -> None:
@@ -196,8 +211,11 @@ def register(sub) -> None:
     sp.add_argument("--workers", type=int, default=None, help="encoding processes (at most 2)")
     sp.add_argument("--if-missing", action="store_true", help="keep records that match the folds file and size")
     sp.set_defaults(func=cmd_tfrecords)
-    with_config(sub.add_parser("list-folds", help="print the fold numbers of the folds file")).set_defaults(
-        func=cmd_list_folds)
+    sp = with_config(sub.add_parser("list-folds", help="print the fold numbers of the folds file"))
+    sp.add_argument("--parallel", type=positive_int, metavar="N", default=None,
+                    help="for train_folds.sh --parallel N: refuse a train.strategy that cannot train N folds at "
+                         "once on this machine, and print the experiment folder on a second line")
+    sp.set_defaults(func=cmd_list_folds)
     sp = with_config(sub.add_parser("check-data", help="validate train.csv and test.csv, decode every image "
                                     "(results cached beside the folds file) and report duplicate photos"))
     sp.add_argument("--workers", type=int, default=None, help="decoding processes (default: every core)")

@@ -28,14 +28,23 @@ def _not_chief(cfg) -> bool:
 
 
 def cmd_cv(args) -> None:
+    from lresizervit.data.folds import read_folds
     from lresizervit.inference.predict import format_table
-    from lresizervit.run import trained_config, write_cv
+    from lresizervit.run import CONFIG_FILE, fold_is_complete, trained_config, write_cv
 
-    cfg = trained_config(config(args))
+    now = config(args)
+    if args.if_complete and not (now.run_dir / CONFIG_FILE).is_file():
+        # train_folds.sh --parallel runs cv after its folds even when every one of them failed early.
+        print(f"{now.run_dir}: no fold trained yet; no cv.json written")
+        return
+    cfg = trained_config(now)
     if _not_chief(cfg):
         return
     if write_cv(cfg) is None:
-        message = f"{cfg.run_dir}: not every fold is trained yet; no cv.json written"
+        _, n_folds = read_folds(cfg.data.folds_csv, cfg.task)
+        missing = [k for k in range(n_folds) if not fold_is_complete(cfg.run_dir, k)]
+        message = (f"{cfg.run_dir}: folds {missing} of {n_folds} are not trained yet; no cv.json written "
+                   f"(train them: bash train_folds.sh CONFIG {' '.join(map(str, missing))})")
         if args.if_complete:
             print(message)
             return
@@ -45,10 +54,14 @@ def cmd_cv(args) -> None:
 
 def cmd_report(args) -> None:
     from lresizervit.report import write_report
-    from lresizervit.run import CV_FILE, trained_config
+    from lresizervit.run import CONFIG_FILE, CV_FILE, trained_config
 
+    now = config(args)
+    if args.if_complete and not (now.run_dir / CONFIG_FILE).is_file():
+        print(f"{now.run_dir}: no fold trained yet; no report written")
+        return
     # The images may have moved since training; the model settings may not.
-    cfg = trained_config(config(args))
+    cfg = trained_config(now)
     if _not_chief(cfg):
         return
     if not (cfg.run_dir / CV_FILE).is_file() and args.if_complete:

@@ -13,6 +13,7 @@ import os
 import tensorflow as tf
 
 from lresizervit.training.cluster import multi_worker_task  # noqa: F401  (re-exported)
+from lresizervit.training.cluster import tpu_present as _tpu_present
 
 STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
 # The dtypes TF's collective all-reduce accepts (CollectiveReduceV2); images arrive as uint8.
@@ -55,14 +56,6 @@ class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
             return tf.cast(tf.round(reduced) if local.dtype.is_integer else reduced, local.dtype)
 
         return tf.nest.map_structure(one, value)
-
-
-def _tpu_present() -> bool:
-    # Cheap signals only: constructing a TPUClusterResolver on a machine without a TPU can block on
-    # metadata-server look-ups.
-    if os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_ACCELERATOR_TYPE"):
-        return True
-    return any(name.startswith("accel") for name in os.listdir("/dev")) if os.path.isdir("/dev") else False
 
 
 def _tpu_strategy() -> tf.distribute.Strategy:
