@@ -63,16 +63,17 @@ def dataset_exists(api, ref: str) -> bool:
 
 
 def publish_dataset(api, folder: Path, ref: str, notes: str, sleep: Callable[[float], None] = time.sleep,
-                    poll_s: float = 10.0, timeout_s: float = 1800.0) -> str:
+                    poll_s: float = 10.0, timeout_s: float = 1800.0, ignore: list[str] | None = None) -> str:
     """Create the private dataset `ref` from `folder` (its dataset-metadata.json names it), or a new version
-    of it; then wait until the service says it is ready. Returns "created" or "versioned"."""
+    of it, sub-folders uploaded as zips (the client skips them otherwise) and `ignore` (the client's glob
+    patterns) left out; then wait until the service says it is ready. Returns "created" or "versioned"."""
     if dataset_exists(api, ref):
         answer = _call(f"versioning the dataset {ref}", api.dataset_create_version, str(folder), notes,
-                       quiet=True, dir_mode="zip")
+                       quiet=True, dir_mode="zip", ignore_patterns=ignore)
         done = "versioned"
     else:
         answer = _call(f"creating the dataset {ref}", api.dataset_create_new, str(folder), public=False,
-                       quiet=True, dir_mode="zip")
+                       quiet=True, dir_mode="zip", ignore_patterns=ignore)
         done = "created"
     error = getattr(answer, "error", "") or ""
     status = (getattr(answer, "status", "") or "").lower()

@@ -217,7 +217,7 @@ def read_pushed(root: Path) -> dict:
     return pushed
 
 
-def push_plan(api, plan: TrainPlan, sleep=time.sleep) -> list[dict]:
+def push_plan(api, plan: TrainPlan, sleep=time.sleep, poll_s: float = 10.0) -> list[dict]:
     """Publish the code (and checkpoint) dataset, wait until ready, push every kernel; returns the record."""
     left, total = quota_left(api, plan.accelerator)
     need = plan.time_budget_h + MARGIN_HOURS
@@ -230,10 +230,11 @@ def push_plan(api, plan: TrainPlan, sleep=time.sleep) -> list[dict]:
               f"{left:.1f} h left: a kernel stopped by the quota keeps its last epoch's backup (--resume)",
               flush=True)
     notes = f"lresizervit for {plan.cfg.name}, folds {plan.folds}"
-    print(f"dataset {plan.code_ref}: {publish_dataset(api, plan.root / 'code', plan.code_ref, notes, sleep)}",
+    print(f"dataset {plan.code_ref}: {publish_dataset(api, plan.root / 'code', plan.code_ref, notes, sleep, poll_s)}",
           flush=True)
     if plan.checkpoint_ref:
-        done = publish_dataset(api, plan.root / "checkpoint", plan.checkpoint_ref, "backups to resume", sleep)
+        done = publish_dataset(api, plan.root / "checkpoint", plan.checkpoint_ref, "backups to resume", sleep,
+                               poll_s)
         print(f"dataset {plan.checkpoint_ref}: {done}", flush=True)
     pushed = []
     for spec, job in plan.kernels:
@@ -284,7 +285,7 @@ def prepare_resume(plan: TrainPlan) -> None:
 
 
 def run_train(cfg, accelerator: str, folds=None, kernels: int = 1, time_budget_h=None, dry_run: bool = False,
-              wait: bool = False, resume: bool = False, wheel_dirs: tuple = ()) -> dict:
+              wait: bool = False, resume: bool = False, wheel_dirs: tuple = (), poll_s: float = 60.0) -> dict:
     """The `kaggle train` command, printing as it goes; returns what it did."""
     if dry_run:
         plan = plan_training(cfg, accelerator, folds, kernels, time_budget_h)
@@ -299,8 +300,8 @@ def run_train(cfg, accelerator: str, folds=None, kernels: int = 1, time_budget_h
     if resume:
         prepare_resume(plan)
     write_plan(plan, wheel_dirs)
-    pushed = push_plan(api, plan)
+    pushed = push_plan(api, plan, poll_s=min(poll_s, 10.0))
     result = {"plan": plan, "pushed": pushed}
     if wait:
-        result["collected"] = collect(api, cfg, plan.root)
+        result["collected"] = collect(api, cfg, plan.root, poll_s=poll_s)
     return result
