@@ -51,9 +51,14 @@ DATASET_METADATA = "dataset-metadata.json"
 # Keys that may differ between the folds of one experiment without changing what model is trained.
 # Where the data lives may differ between machines (folds 0-1 at home, 2-4 on Kaggle); write_cv checks
 # that the folds' rows still add up.
+# Where the experiment and its data live, and how a fold is computed on the hardware at hand (backend,
+# devices, precision: a kernel on Kaggle's TPU trains in bfloat16, one on a T4 in float16, one at home in
+# float32; the variables are float32 in all and prediction computes in float32, models/fold_model.py).
 _HARMLESS_KEYS = {("train", "verbose"), ("train", "tensorboard"), ("train", "strategy"), ("train", "backend"),
-                  ("predict",),
+                  ("train", "precision"), ("predict",), ("output_dir",),
                   ("data", "dir"), ("data", "folds_csv"), ("data", "cache"), ("data", "tfrecords_dir")}
+# Of those, what a command takes from the config it is given rather than from the one that trained.
+_WHERE_KEYS = (("data", "dir"), ("data", "folds_csv"), ("data", "cache"), ("data", "tfrecords_dir"))
 
 
 # ------------------------------------------------------------------------------------------------ paths
@@ -328,12 +333,15 @@ def experiment_config(spec: str | os.PathLike, overrides: tuple[str, ...] = ()) 
 
 
 def trained_config(now: Config) -> Config:
-    """The config that trained `now.run_dir`, with where the data lives and how to predict from `now`."""
+    """The config that trained `now.run_dir`, with where the data and the experiment live and how to predict
+    from `now`."""
     if not (now.run_dir / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{now.run_dir}: no trained experiment for this config "
                                 f"(train it first: bash train_folds.sh CONFIG)")
     cfg = load_run_config(now.run_dir)
-    cfg.data.dir, cfg.predict = now.data.dir, now.predict
+    for section, key in _WHERE_KEYS:  # a fold trained on Kaggle saved /kaggle/input/... paths
+        setattr(getattr(cfg, section), key, getattr(getattr(now, section), key))
+    cfg.predict, cfg.output_dir = now.predict, now.output_dir
     return cfg
 
 
