@@ -10,6 +10,11 @@
 # none of the others, is summed up at the end, and makes the exit status non-zero. On a machine without
 # GPUs (or with CUDA_VISIBLE_DEVICES= set empty) the N processes share the CPU cores, which each would use
 # alone anyway: it works, but expect no speed-up there.
+# With LRESIZERVIT_DEADLINE (unix time; a Kaggle session's time budget) a fold that would not end before it
+# stops at an epoch end, unfinished, and `train` exits 75 (EX_TEMPFAIL): that fold counts as interrupted,
+# not failed; the other folds are still tried (each one that cannot fit is not started), cv and report run,
+# and the script exits 75 unless a fold failed. Running it again, with time, resumes those folds.
+# LRESIZERVIT_FOLD_STATUS=FILE appends one line "FOLD EXIT_STATUS" per fold process to FILE.
 set -euo pipefail
 PYTHON=${PYTHON:-python}
 CONFIG=configs/default.yaml
@@ -59,6 +64,12 @@ if ((PARALLEL > 1)); then
   fi
 fi
 
+TEMPFAIL=75
+INTERRUPTED=()
+record_status() {  # FOLD STATUS
+  if [[ -n ${LRESIZERVIT_FOLD_STATUS:-} ]]; then echo "$1 $2" >> "$LRESIZERVIT_FOLD_STATUS"; fi
+}
+
 # Pretrained weights that are not there fail here, in seconds, before any folds or data are touched.
 "$PYTHON" -m lresizervit weights check "$CONFIG" ${SETS[@]+"${SETS[@]}"}
 # Every image decodes (truncated or empty files are named with their row and Id) and duplicate photos are
@@ -70,7 +81,15 @@ if ((PARALLEL == 1)); then
     read -r -a FOLDS <<< "$("$PYTHON" -m lresizervit list-folds "$CONFIG" ${SETS[@]+"${SETS[@]}"})"
   fi
   for fold in "${FOLDS[@]}"; do
-    "$PYTHON" -m lresizervit train "$CONFIG" --fold "$fold" ${FORCE[@]+"${FORCE[@]}"} ${SETS[@]+"${SETS[@]}"}
+    status=0
+    "$PYTHON" -m lresizervit train "$CONFIG" --fold "$fold" ${FORCE[@]+"${FORCE[@]}"} ${SETS[@]+"${SETS[@]}"} \
+      || status=$?
+    record_status "$fold" "$status"
+    if ((status == TEMPFAIL)); then
+      INTERRUPTED+=("$fold")
+    elif ((status != 0)); then
+      exit "$status"  # a failure stops the loop, as it always did: the next fold would likely fail the same way
+    fi
   done
 else
   # Two lines: the folds, then the experiment's folder; refuses a train.strategy whose fold process cannot
@@ -105,6 +124,7 @@ else
         | (trap '' INT TERM; tee -a "$log") | (trap '' INT TERM; prefix "$fold")
       status=${PIPESTATUS[0]}
       echo "$status" > "$CLAIMS/$fold/status"
+      record_status "$fold" "$status"
     done
   }
 
@@ -128,12 +148,18 @@ else
     for fold in "${FOLDS[@]}"; do
       code=$(cat "$CLAIMS/$fold/status" 2> /dev/null || echo 0)
       ((code != 0)) || continue
+      if ((code == TEMPFAIL)); then  # stopped for the time budget, resumable: not a failure
+        INTERRUPTED+=("$fold")
+        rm "$CLAIMS/$fold/status"
+        continue
+      fi
       echo "train_folds.sh: fold $fold failed (exit status $code), log $LOG_DIR/fold_$fold.log; its last lines:" >&2
       tail -n 5 "$LOG_DIR/fold_$fold.log" | sed 's/^/    /' >&2
       rm "$CLAIMS/$fold/status"  # a fold named twice on the command line is summed up once
       ((status != 0)) || status=$code
     done
     rm -rf "$CLAIMS"
+    if ((status == 0)); then interrupted_exit; fi
     exit "$status"
   }
 
@@ -150,7 +176,15 @@ else
   set +m
   wait "${WORKERS[@]}"
 fi
+interrupted_exit() {  # exit 75 naming the folds the time budget stopped, if any
+  if ((${#INTERRUPTED[@]} > 0)); then
+    echo "train_folds.sh: folds ${INTERRUPTED[*]} stopped to end before the time budget (LRESIZERVIT_DEADLINE);" \
+      "run the same command again, with time, to resume them" >&2
+    exit "$TEMPFAIL"
+  fi
+}
 # Prints the CV table once every fold is done; with some folds still missing it says which.
 "$PYTHON" -m lresizervit cv "$CONFIG" --if-complete ${SETS[@]+"${SETS[@]}"}
 # Figures and report.md in models/<exp>/report/, once cv.json exists.
 "$PYTHON" -m lresizervit report "$CONFIG" --if-complete ${SETS[@]+"${SETS[@]}"}
+interrupted_exit  # (with --parallel, the summary on exit says it)

@@ -163,10 +163,11 @@ def stop_callback(deadline: Deadline, fold: int, epochs: int, views: int):
                 self._tv = deadline.now()
 
         def on_epoch_end(self, epoch, logs=None):
-            deadline.skew += deadline.simulate_epoch_s
+            end = deadline.now()
+            self.slowest_val = max(self.slowest_val, end - (self._tv or end))
+            deadline.skew += deadline.simulate_epoch_s  # the epoch counts longer; its validation does not
             end = deadline.now()
             self.slowest = max(self.slowest, end - self._t0)
-            self.slowest_val = max(self.slowest_val, end - (self._tv or end))
             done, oof = epoch + 1, deadline.oof_s(self.slowest_val, views)
             # The monitor (earlier in the list) may have stopped the fold already: patience ran out.
             last = done >= epochs or self.model.stop_training

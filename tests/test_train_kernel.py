@@ -1,0 +1,439 @@
+"""The Kaggle training kernel (kaggle/train_kernel.py) run here, on the CPU, against /kaggle-shaped folders.
+
+The input root and the working folder are temp folders (LRESIZERVIT_INPUT_ROOT, LRESIZERVIT_WORKING); the
+code dataset is made by kaggle_io/kernel.py's write_code_dataset, the competition is synthetic, and the
+script is rendered with its job and run with this Python, as a notebook runs it: the mount layouts, a Kaggle
+Model preset, a time budget that stops a fold and a checkpoint that resumes it, the TPU recipe on JAX, and
+a missing input.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lresizervit.kaggle_io import kernel
+from tests.conftest import ROOT
+from tests.facts import TASK
+
+SLUG = TASK.competition
+OWNER = "someone"
+HANDLE = f"{OWNER}/tinyvit/keras/tiny_vit_32/2"
+
+
+def script_module():
+    spec = importlib.util.spec_from_file_location("train_kernel_under_test", ROOT / "kaggle" / "train_kernel.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def job(**kw) -> dict:
+    base = {"experiment": "kern", "folds": [0, 1], "accelerator": "cpu", "parallel": 1, "time_budget_s": 3600,
+            "competition": SLUG, "model_handle": None, "code_marker": kernel.CODE_MARKER,
+            "checkpoint_marker": kernel.CHECKPOINT_MARKER}
+    return {**base, **kw}
+
+
+def fake_keras_hub_wheel(folder: Path, version: str) -> Path:
+    """A stand-in for keras-hub's wheel: the kernel ships it, and installs it only where the image's
+    keras-hub is outside the range (here it is inside, so it is never installed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"keras_hub-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"keras_hub-{version}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: keras-hub\n"
+                                                               f"Version: {version}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory) -> dict:
+    """Synthetic competition data, a tiny experiment's config tree and a code dataset made for it."""
+    from lresizervit.config import load_config
+    from lresizervit.data.synth import SynthParams, generate
+
+    root = tmp_path_factory.mktemp("train_kernel")
+    generate(root / "data", 24, 5, SynthParams(seed=3, min_side=40, max_side=48, max_long_side=64), workers=1)
+    tree = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    tree.update(name="kern", output_dir="models")
+    tree["data"].update(dir=str(root / "data"), folds_csv="folds/train_folds.csv", n_folds=2, image_size=32,
+                        cache=False)
+    tree["model"]["resizer"].update(target_size=16, filters=4)
+    tree["model"].update(metadata_units=4, head_units=8)
+    tree["train"].update(epochs=1, batch_size=8, tensorboard=True)
+    tree["predict"].update(batch_size=8, tta="hflip")
+    code = root / "code"
+    path = root / "kern.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    manifest = kernel.write_code_dataset(load_config(path), code)
+    return {"root": root, "tree": tree, "code": code, "manifest": manifest, "data": root / "data"}
+
+
+def make_code(sandbox: dict, dest: Path, **changes) -> Path:
+    """A code dataset for the sandbox's config with `changes` (section -> keys) applied, at `dest`."""
+    from lresizervit.config import load_config
+
+    tree = json.loads(json.dumps(sandbox["tree"]))
+    for section, values in changes.items():
+        if isinstance(values, dict):
+            tree[section].update(values)
+        else:
+            tree[section] = values
+    path = dest.parent / f"{dest.name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(tree))
+    kernel.write_code_dataset(load_config(path), dest, wheel_dirs=(fake_keras_hub_wheel(dest.parent / "wheels", _hub()),))
+    return dest
+
+
+def _hub() -> str:
+    from importlib import metadata
+
+    return metadata.version("keras-hub")
+
+
+def mount(input_root: Path, layout: str, kind: str, src: Path, name: str) -> Path:
+    """Copy `src` where Kaggle mounts a source of `kind` ("competition", "dataset", "model") named `name`."""
+    if kind == "competition":
+        dest = input_root / ("competitions" if layout == "new" else "") / name
+    elif kind == "dataset":
+        dest = input_root / (f"datasets/{OWNER}" if layout == "new" else "") / name
+    else:
+        owner, rest = name.split("/", 1)
+        dest = input_root / (f"models/{owner}/{rest}" if layout == "new" else rest)
+    shutil.copytree(src, dest)
+    return dest
+
+
+def kaggle_input(tmp: Path, sandbox: dict, layout: str = "new", code: Path | None = None) -> Path:
+    inp = tmp / "input"
+    mount(inp, layout, "competition", sandbox["data"], SLUG)
+    mount(inp, layout, "dataset", code or sandbox["code"], "lresizervit-kern-code")
+    # Another dataset holding a train.csv and test.csv: the kernel must prefer the folder named like the slug.
+    other = tmp / "other"
+    other.mkdir()
+    for name in ("train.csv", "test.csv"):
+        shutil.copy2(sandbox["data"] / name, other / name)
+    mount(inp, layout, "dataset", other, "some-other-data")
+    return inp
+
+
+def run_kernel(tmp: Path, the_job: dict, inp: Path, working: Path, python: str | Path = sys.executable,
+               env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    script = tmp / f"script_{time.monotonic_ns()}" / "train_kernel.py"
+    script.parent.mkdir(parents=True)
+    script.write_text(kernel.render_train_script(the_job))
+    working.mkdir(parents=True, exist_ok=True)
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("KERAS_BACKEND", "LRESIZERVIT_"))}
+    full.update(LRESIZERVIT_INPUT_ROOT=str(inp), LRESIZERVIT_WORKING=str(working), CUDA_VISIBLE_DEVICES="",
+                PYTHONPATH=str(ROOT / "src"), **(env or {}))
+    if python != sys.executable:
+        full.pop("PYTHONPATH")  # a Python that must install lresizervit from the code dataset's wheel
+    return subprocess.run([str(python), str(script)], cwd=working, env=full, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def output_files(working: Path) -> list[str]:
+    return sorted(p.relative_to(working).as_posix() for p in working.rglob("*") if p.is_file() or p.is_symlink())
+
+
+# What /kaggle/working may hold at the end (kernel.py's docstring; brief (g)).
+ALLOWED = [r"lresizervit-run\.json", r"folds/train_folds\.(csv|json)", r"models/kern\w*/config\.yaml",
+           r"models/kern\w*/fold_\d+/(model\.weights\.h5|model\.json|history\.csv|oof\.csv|metrics\.json)",
+           r"models/kern\w*/fold_\d+/backup/(latest\.weights\.h5|training_metadata\.json)",
+           r"models/kern\w*/(cv\.json|oof\.csv|report/[\w.]+)", r"models/kern\w*/logs/fold_\d+\.log"]
+
+
+def assert_small_output(working: Path) -> list[str]:
+    files = output_files(working)
+    extra = [f for f in files if not any(re.fullmatch(p, f) for p in ALLOWED)]
+    assert not extra, f"unexpected in the output: {extra}"
+    assert not (working / "lresizervit").exists()  # the preset's link and the scratch files are gone
+    return files
+
+
+def status_of(working: Path) -> dict:
+    return json.loads((working / kernel.RUN_STATUS_FILE).read_text())
+
+
+def snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def predict_ok(run_dir: Path, data: Path, out: Path) -> None:
+    from lresizervit.inference.submission import validate_file
+
+    proc = subprocess.run([sys.executable, "-m", "lresizervit", "predict", str(run_dir), "--data-dir", str(data),
+                           "--out", str(out)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert validate_file(out, data / "test.csv", TASK) == 5
+
+
+# --------------------------------------------------------------------------------------------- contracts
+
+def test_the_job_renders_into_the_script_and_reads_back():
+    script = kernel.render_train_script(job(model_handle=HANDLE))
+    assert kernel.read_job(script) == job(model_handle=HANDLE)
+    assert script.count('JOB = {"experiment": "kern"') == 1 and "\nJOB = {}\n" not in script
+    compile(script, "train_kernel.py", "exec")  # the JSON line is Python too
+    with pytest.raises(ValueError) as err:
+        kernel.render_train_script({**job(folds=[]), "parallel": 0, "extra": 1})
+    assert "job key 'extra'" in str(err.value)
+    with pytest.raises(ValueError) as err:
+        kernel.render_train_script(job(folds=[1, 1], accelerator="tpu", parallel=2, model_handle="a/b"))
+    message = str(err.value)
+    assert "'folds'" in message and "'parallel'" in message and "'model_handle'" in message
+    # The names the lead's client reads are the ones the script writes.
+    mod = script_module()
+    assert (mod.RUN_STATUS_FILE, mod.MODELS_DIR, mod.FOLDS_DIR) == (kernel.RUN_STATUS_FILE, kernel.OUTPUT_MODELS,
+                                                                    kernel.OUTPUT_FOLDS)
+    assert f"{kernel.KERNEL_WORKING}/{mod.SCRATCH_DIR}/{mod.PRESET_DIR}" == kernel.KERNEL_PRESET_DIR
+    assert mod.EXIT_TEMPFAIL == 75 and mod.tail_s(12 * 3600) == 300 and mod.tail_s(100) == 20
+
+
+def test_the_code_dataset_holds_what_the_kernel_needs(sandbox, tmp_path):
+    code, manifest = sandbox["code"], sandbox["manifest"]
+    files = sorted(p.name for p in code.iterdir())
+    assert files == manifest["files"] == sorted(["config.yaml", "lresizervit-0.1.0-py3-none-any.whl",
+                                                 "lresizervit-code.json", "lresizervit_bootstrap.py",
+                                                 "train_folds.sh"])
+    assert json.loads((code / kernel.CODE_MARKER).read_text()) == manifest
+    assert manifest["experiment"] == "kern" and manifest["keras_hub"] is None and manifest["lresizervit"] == "0.1.0"
+    assert (code / "lresizervit_bootstrap.py").read_bytes() == \
+        (ROOT / "src/lresizervit/kaggle_io/bootstrap.py").read_bytes()
+    assert (code / "train_folds.sh").read_bytes() == (ROOT / "train_folds.sh").read_bytes()
+    assert yaml.safe_load((code / "config.yaml").read_text())["name"] == "kern"
+
+    # A keras_hub: backbone ships keras-hub's wheel (the installed version); a folds file ships with its sidecar.
+    folds = tmp_path / "f" / "my_folds.csv"
+    folds.parent.mkdir()
+    folds.write_text("Id,kfold\n")
+    (folds.with_suffix(".json")).write_text("{}")
+    from lresizervit.config import load_config
+
+    cfg = load_config(None, ("name=hubby", "model.backbone.name=keras_hub:/somewhere"))
+    wheel = fake_keras_hub_wheel(tmp_path / "wheels", _hub())
+    got = kernel.write_code_dataset(cfg, tmp_path / "hub_code", folds_csv=folds, wheel_dirs=(wheel.parent,))
+    assert got["keras_hub"] == _hub() and wheel.name in got["files"]
+    assert {"my_folds.csv", "my_folds.json"} <= set(got["files"])
+    # Whole or not at all: a failure while writing leaves the previous folder as it was and no temp folder.
+    with pytest.raises(FileNotFoundError):
+        kernel.write_code_dataset(cfg, tmp_path / "hub_code", folds_csv=tmp_path / "nope.csv",
+                                  wheel_dirs=(wheel.parent,))
+    assert sorted(p.name for p in (tmp_path / "hub_code").iterdir()) == got["files"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_kernel_config_sets_the_accelerators_recipe():
+    from lresizervit.config import load_config
+
+    cfg = load_config(None, ("model.backbone.name=keras_hub:swin_base_patch4_window7_224",))
+    tpu = kernel.kernel_config(cfg, "tpu", "keras/swin/keras/swin_base_patch4_window7_224/1")
+    assert (tpu.train.backend, tpu.train.precision, tpu.train.strategy) == ("jax", "mixed_bfloat16", "auto")
+    assert tpu.model.backbone.name == f"keras_hub:{kernel.KERNEL_PRESET_DIR}"
+    gpu = kernel.kernel_config(cfg, "gpu")
+    assert (gpu.train.backend, gpu.train.precision) == ("tensorflow", "mixed_float16")
+    assert gpu.model.backbone.name == cfg.model.backbone.name and cfg.train.backend == "auto"  # a copy
+
+
+# ------------------------------------------------------------------------------------------ missing inputs
+
+@pytest.mark.parametrize("missing", ["code", "competition", "model"])
+def test_a_missing_input_is_one_error_line_naming_what_to_attach(missing, sandbox, tmp_path):
+    inp = tmp_path / "input"
+    if missing != "competition":
+        mount(inp, "new", "competition", sandbox["data"], SLUG)
+    if missing != "code":
+        mount(inp, "new", "dataset", sandbox["code"], "lresizervit-kern-code")
+    inp.mkdir(exist_ok=True)
+    working = tmp_path / "working"
+    t0 = time.monotonic()
+    proc = run_kernel(tmp_path, job(model_handle=HANDLE if missing == "model" else None), inp, working)
+    assert time.monotonic() - t0 < 60  # nothing is installed or imported before the inputs are found
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    expected = {"code": "attach the code dataset that `python -m lresizervit kaggle train` published for the "
+                        "experiment kern",
+                "competition": f"attach the competition {SLUG}",
+                "model": f"the Kaggle Model {HANDLE} is not attached"}[missing]
+    assert expected in errors[0]
+    status = status_of(working)
+    assert status["status"] == "error" and status["error"] == errors[0] and status["job"]["experiment"] == "kern"
+    assert output_files(working) == [kernel.RUN_STATUS_FILE]
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout,parallel", [("new", 1), ("old", 2)])
+def test_two_folds_train_under_either_mount_layout(layout, parallel, sandbox, tmp_path):
+    inp = kaggle_input(tmp_path, sandbox, layout)
+    before = snapshot(inp)
+    working = tmp_path / "working"
+    proc = run_kernel(tmp_path, job(parallel=parallel), inp, working)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    comp = inp / ("competitions" if layout == "new" else "") / SLUG
+    assert f"competition: {comp}" in proc.stdout and "lresizervit is importable already" in proc.stdout
+    assert f"runtime:\n  python {sys.version.split()[0]}" in proc.stdout and "accelerators: none (CPU)" in log
+    assert "result: complete: fold 0 complete, fold 1 complete" in proc.stdout
+    status = status_of(working)
+    assert status["status"] == "complete" and status["train_folds_exit"] == 0 and status["error"] is None
+    assert status["job"] == job(parallel=parallel) and status["keras_backend"] == "tensorflow"
+    for k in ("0", "1"):
+        fold = status["folds"][k]
+        assert (fold["status"], fold["exit_code"], fold["epochs"]) == ("complete", 0, 1), fold
+        assert fold["val_rmse"] > 0
+    assert status["runtime"]["python"].startswith(sys.version.split()[0]) and "tensorflow" in status["runtime"]
+    assert status["started"] <= status["ended"] and status["seconds"] > 0
+    files = assert_small_output(working)
+    assert "models/kern/cv.json" in files and "folds/train_folds.csv" in files
+    assert not any("/backup/" in f for f in files)
+    saved = yaml.safe_load((working / "models/kern/config.yaml").read_text())
+    assert saved["data"]["dir"] == str(comp) and saved["train"]["tensorboard"] is False  # no TensorBoard logs
+    assert snapshot(inp) == before  # /kaggle/input is read-only on Kaggle
+    predict_ok(working / "models" / "kern", sandbox["data"], tmp_path / "sub.csv")
+
+
+def python_without_lresizervit(tmp: Path) -> Path:
+    """A Python that has TensorFlow & co. but not lresizervit, as a Kaggle image: a venv reading this
+    environment's site-packages through a .pth line (which does not run that folder's own .pth files, so
+    no editable install of lresizervit)."""
+    site_dir = Path(importlib.util.find_spec("tensorflow").origin).parents[1]
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    purelib = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "deps.pth").write_text(f"{site_dir}\n")
+    found = subprocess.run([py, "-c", "import importlib.util as u; print(u.find_spec('lresizervit'))"],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+    assert found.stdout.strip() == "None", found.stdout
+    return py
+
+
+@pytest.mark.slow
+def test_the_kaggle_model_preset_is_found_linked_and_unlinked(sandbox, tmp_path):
+    """A keras-hub preset attached as a Kaggle Model (new layout, beside a decoy of another version), in a
+    Python without lresizervit: the kernel installs the wheel, links the preset where the config names it,
+    trains, and leaves no link behind."""
+    from tests.test_keras_hub_backbone import write_tiny_preset
+
+    working = tmp_path / "working"
+    preset = Path(write_tiny_preset("vit", tmp_path / "preset", size=32))
+    code = make_code(sandbox, tmp_path / "code", name="kernhub",
+                     data={"image_size": 64}, model={"resizer": {**sandbox["tree"]["model"]["resizer"],
+                                                                 "target_size": 32},
+                                                     "backbone": {**sandbox["tree"]["model"]["backbone"],
+                                                                  "name": f"keras_hub:{working}/lresizervit/preset"}})
+    inp = kaggle_input(tmp_path, sandbox, "new", code)
+    mount(inp, "new", "model", preset, HANDLE)
+    mount(inp, "new", "model", preset, HANDLE[:-1] + "1")  # another version of the same model: not this one
+    the_job = job(experiment="kernhub", folds=[0], model_handle=HANDLE)
+    proc = run_kernel(tmp_path, the_job, inp, working, python=python_without_lresizervit(tmp_path))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    mounted = inp / "models" / HANDLE
+    assert f"preset: {mounted}" in proc.stdout and "installed lresizervit-0.1.0-py3-none-any.whl" in proc.stdout
+    assert "model.backbone.name:" not in proc.stdout  # the shipped config names the link already: no override
+    status = status_of(working)
+    assert status["status"] == "complete" and status["folds"]["0"]["status"] == "complete"
+    assert status["inputs"]["preset"] == str(mounted)
+    files = assert_small_output(working)
+    assert "models/kernhub/fold_0/model.weights.h5" in files and not any("preset" in f for f in files)
+    spec = json.loads((working / "models/kernhub/fold_0/model.json").read_text())
+    assert spec["written_by"]["keras_hub"] == _hub()
+
+
+def checkpoint_dataset(working: Path, dest: Path, exp: str, folds: list[int]) -> Path:
+    """What `kaggle train --resume` publishes from a kernel's output: its models/<exp>/ and the marker."""
+    shutil.copytree(working / "models" / exp, dest / "models" / exp,
+                    ignore=lambda d, names: [n for n in names if n in ("logs", "report", "cv.json", "oof.csv")
+                                             and Path(d).name == exp])
+    (dest / kernel.CHECKPOINT_MARKER).write_text(json.dumps({"experiment": exp, "folds": folds}))
+    return dest
+
+
+@pytest.mark.slow
+def test_a_time_budget_stops_a_fold_mid_way_and_a_checkpoint_resumes_it(sandbox, tmp_path):
+    """Session 1 may train about 2 of 4 epochs: the fold stops after its 2nd, its backup kept (one
+    checkpoint), the kernel exits 0 and says so. Session 2 attaches that output as a checkpoint dataset:
+    the fold resumes at epoch 3 and completes, and the fold not started yet trains whole."""
+    code = make_code(sandbox, tmp_path / "code", train={"epochs": 4})
+    inp = kaggle_input(tmp_path, sandbox, "new", code)
+    # Every epoch counts as 1000 s more than it took (training/deadline.py), on any machine: with the
+    # deadline 2570 s after the start, epoch 1 ends at ~1000 s with ~1000 s needed for the next (continue),
+    # epoch 2 at ~2000 s (stop). Margins off, so the setup may take up to ~9 minutes without changing that.
+    budget = 2650
+    assert 2550 < budget - script_module().tail_s(budget) < 2600
+    simulate = {"LRESIZERVIT_SIMULATE_EPOCH_S": "1000", "LRESIZERVIT_DEADLINE_MARGIN": "1",
+                "LRESIZERVIT_DEADLINE_RESERVE_S": "0", "LRESIZERVIT_DEADLINE_MIN_START_S": "0"}
+    first = tmp_path / "working1"
+    proc = run_kernel(tmp_path, job(folds=[0], time_budget_s=budget), inp, first, env=simulate)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    assert "fold 0: stopped after epoch 2 of 4 to end before the time budget" in proc.stdout, log[-4000:]
+    assert "its backup resumes it" in proc.stdout
+    assert "result: interrupted: fold 0 interrupted" in proc.stdout
+    status = status_of(first)
+    assert status["status"] == "interrupted" and status["train_folds_exit"] == 75
+    assert status["folds"]["0"] == {"status": "interrupted", "exit_code": 75, "epochs": 2,
+                                    "note": "stopped for the time budget"}
+    files = assert_small_output(first)
+    fold = first / "models/kern/fold_0"
+    assert sorted(p.name for p in (fold / "backup").iterdir()) == ["latest.weights.h5", "training_metadata.json"]
+    assert not (fold / "metrics.json").exists() and not (fold / "oof.csv").exists()
+    assert "models/kern/cv.json" not in files
+
+    ckpt = checkpoint_dataset(first, tmp_path / "ckpt", "kern", [0])
+    mount(inp, "new", "dataset", ckpt, "lresizervit-kern-ckpt")
+    second = tmp_path / "working2"
+    proc = run_kernel(tmp_path, job(folds=[0, 1]), inp, second)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    assert "checkpoint: fold 0: resumes after epoch 2" in proc.stdout
+    assert "resuming after epoch 2" in log
+    status = status_of(second)
+    assert status["status"] == "complete", status
+    history = (second / "models/kern/fold_0/history.csv").read_text().splitlines()
+    assert [int(line.split(",")[0]) for line in history[1:]] == [1, 2, 3, 4]  # nothing lost, nothing redone
+    metrics = json.loads((second / "models/kern/fold_0/metrics.json").read_text())
+    assert metrics["resumed_after_epoch"] == 2 and metrics["epochs"] == 4
+    assert status["folds"]["1"]["epochs"] == 4
+    assert_small_output(second)
+    predict_ok(second / "models" / "kern", sandbox["data"], tmp_path / "sub.csv")
+
+
+@pytest.mark.slow
+def test_the_tpu_job_trains_on_jax_in_bfloat16_over_all_devices(sandbox, tmp_path):
+    """The TPU recipe (Keras on JAX, mixed_bfloat16, DataParallel over every device); two CPU devices stand
+    in for the 8 TPU cores."""
+    code = make_code(sandbox, tmp_path / "code", name="kerntpu",
+                     train={"backend": "jax", "precision": "mixed_bfloat16", "strategy": "auto", "batch_size": 4})
+    inp = kaggle_input(tmp_path, sandbox, "old", code)
+    working = tmp_path / "working"
+    proc = run_kernel(tmp_path, job(experiment="kerntpu", folds=[0], accelerator="tpu"), inp, working,
+                      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    assert "warning: the job is for a TPU and none was detected" in proc.stdout
+    assert "KERAS_BACKEND=jax" in proc.stdout
+    metrics = json.loads((working / "models/kerntpu/fold_0/metrics.json").read_text())
+    assert metrics["backend"] == "jax" and len(metrics["devices"]) == 2 and metrics["global_batch"] == 8
+    saved = yaml.safe_load((working / "models/kerntpu/config.yaml").read_text())
+    assert saved["train"]["precision"] == "mixed_bfloat16"
+    assert status_of(working)["keras_backend"] == "jax" and status_of(working)["status"] == "complete"
+    assert_small_output(working)
