@@ -70,7 +70,7 @@ $(IMAGES_DIR)/wheels/.stamp: pyproject.toml tests/images/kaggle-gpu.txt
 	touch $@
 
 test-images: install images
-	LRESIZERVIT_IMAGES=$(IMAGES_DIR) $(PY) -m pytest -q -n 2 --dist loadgroup -m images tests/test_kaggle_images.py
+	LRESIZERVIT_IMAGES=$(IMAGES_DIR) $(PY) -m pytest -q -n 2 --dist loadgroup -m images tests/test_kaggle_images.py tests/test_train_kernel.py
 
 lint: install
 	$(PY) -m ruff check .

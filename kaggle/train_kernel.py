@@ -320,7 +320,7 @@ def fold_states(run_dir: Path, job: dict, codes: dict[int, int], train_exit: int
             entry.update(status="complete", epochs=metrics.get("epochs"), val_rmse=metrics.get("val_rmse"))
         elif code == EXIT_TEMPFAIL or (killed and code in (None, 143, 137, -15, -9)):
             entry["status"] = "interrupted"
-            entry["note"] = "stopped at the hard time limit" if killed else "stopped for the time budget"
+            entry["note"] = "stopped at the hard limit" if killed and code != EXIT_TEMPFAIL else "stopped for the time budget"
         elif code is None and train_exit in (0, EXIT_TEMPFAIL):
             entry.update(status="interrupted", note="not run")
         elif code is None:
@@ -419,6 +419,9 @@ def train(job: dict, root: Path, working: Path, started: float, status: dict) ->
         if cfg.model.backbone.name != want:
             print(f"model.backbone.name: {cfg.model.backbone.name} -> {want} (the attached {job['model_handle']})")
             sets.append(f"model.backbone.name={want}")
+    elif cfg.model.backbone.name.rstrip("/").endswith(f"/{SCRATCH_DIR}/{PRESET_DIR}"):
+        raise KernelError(f"{code / 'config.yaml'}'s backbone is {cfg.model.backbone.name}, the Kaggle Model a "
+                          f"kernel links there, and the job names no model_handle: push it with the model attached")
     folds_csv = working / FOLDS_DIR / Path(cfg.data.folds_csv).name
     sets.append(f"data.folds_csv={folds_csv}")
     shipped = code / folds_csv.name

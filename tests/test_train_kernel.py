@@ -80,8 +80,9 @@ def sandbox(tmp_path_factory) -> dict:
     return {"root": root, "tree": tree, "code": code, "manifest": manifest, "data": root / "data"}
 
 
-def make_code(sandbox: dict, dest: Path, **changes) -> Path:
-    """A code dataset for the sandbox's config with `changes` (section -> keys) applied, at `dest`."""
+def make_code(sandbox: dict, dest: Path, wheel_dirs: tuple = (), **changes) -> Path:
+    """A code dataset for the sandbox's config with `changes` (section -> keys) applied, at `dest`; keras-hub's
+    wheel from `wheel_dirs`, else a stand-in."""
     from lresizervit.config import load_config
 
     tree = json.loads(json.dumps(sandbox["tree"]))
@@ -93,7 +94,8 @@ def make_code(sandbox: dict, dest: Path, **changes) -> Path:
     path = dest.parent / f"{dest.name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(tree))
-    kernel.write_code_dataset(load_config(path), dest, wheel_dirs=(fake_keras_hub_wheel(dest.parent / "wheels", _hub()),))
+    wheel_dirs = wheel_dirs or (fake_keras_hub_wheel(dest.parent / "wheels", _hub()).parent,)
+    kernel.write_code_dataset(load_config(path), dest, wheel_dirs=wheel_dirs)
     return dest
 
 
@@ -246,6 +248,64 @@ def test_kernel_config_sets_the_accelerators_recipe():
     gpu = kernel.kernel_config(cfg, "gpu")
     assert (gpu.train.backend, gpu.train.precision) == ("tensorflow", "mixed_float16")
     assert gpu.model.backbone.name == cfg.model.backbone.name and cfg.train.backend == "auto"  # a copy
+
+
+def test_past_the_hard_limit_the_training_process_group_is_stopped(tmp_path):
+    """A fold whose epoch outran its estimate: train_folds.sh and its children get SIGTERM at the hard limit."""
+    mod = script_module()
+    pid_file = tmp_path / "child.pid"
+    cmd = ["bash", "-c", f"sleep 300 & echo $! > {pid_file}; wait"]
+    t0 = time.monotonic()
+    code, killed = mod.run_training(cmd, dict(os.environ), tmp_path, time.time() + 2)
+    assert killed and code in (-15, 143) and time.monotonic() - t0 < 30
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{child}").exists() and \
+            "zombie" not in Path(f"/proc/{child}/status").read_text().lower():
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text().lower()
+    assert mod.run_training(["true"], dict(os.environ), tmp_path, time.time() + 60) == (0, False)
+
+
+def test_fold_states_and_the_tidy_output(tmp_path):
+    mod = script_module()
+    run_dir = tmp_path / "working" / "models" / "kern"
+    (run_dir / "fold_0").mkdir(parents=True)
+    (run_dir / "fold_0" / "metrics.json").write_text(json.dumps({"epochs": 3, "val_rmse": 18.5}))
+    for k, epoch, whole in ((1, 2, True), (2, 1, False)):
+        backup = run_dir / f"fold_{k}" / "backup"
+        backup.mkdir(parents=True)
+        (backup / "latest.weights.h5").write_bytes(mod.HDF5_MAGIC + b"new" if whole else b"half-writ")
+        (backup / "training_metadata.json").write_text(json.dumps({"epoch": epoch + 1 if not whole else epoch}))
+        (backup / "latest.weights.h5.bkp").write_bytes(mod.HDF5_MAGIC + b"old")
+        (backup / "training_metadata.json.bkp").write_text(json.dumps({"epoch": epoch}))
+    (run_dir / "fold_1" / ".model.weights.h5.123.tmp").write_text("x")
+    (run_dir / "fold_1" / "logs").mkdir()
+    (tmp_path / "working" / "lresizervit" / "preset").mkdir(parents=True)
+    folds_csv = tmp_path / "working" / "folds" / "train_folds.csv"
+    folds_csv.parent.mkdir()
+    folds_csv.write_text("Id,kfold\n")
+    folds_csv.with_suffix(".images.json").write_text("{}")
+    mod.tidy(tmp_path / "working", run_dir, folds_csv)
+    assert output_files(tmp_path / "working") == [
+        "folds/train_folds.csv", "models/kern/fold_0/metrics.json",
+        "models/kern/fold_1/backup/latest.weights.h5", "models/kern/fold_1/backup/training_metadata.json",
+        "models/kern/fold_2/backup/latest.weights.h5", "models/kern/fold_2/backup/training_metadata.json"]
+    # A backup killed while its latest copy was written falls back to the previous one, whole.
+    assert (run_dir / "fold_2/backup/latest.weights.h5").read_bytes() == mod.HDF5_MAGIC + b"old"
+    assert json.loads((run_dir / "fold_2/backup/training_metadata.json").read_text()) == {"epoch": 1}
+
+    the_job = job(folds=[0, 1, 2, 3])
+    states = mod.fold_states(run_dir, the_job, {0: 0, 1: 75, 2: 1}, 75, False)
+    assert states["0"] == {"status": "complete", "exit_code": 0, "epochs": 3, "note": None, "val_rmse": 18.5}
+    assert states["1"] == {"status": "interrupted", "exit_code": 75, "epochs": 2, "note": "stopped for the time budget"}
+    assert (states["2"]["status"], states["2"]["exit_code"], states["2"]["epochs"]) == ("failed", 1, 1)
+    assert (states["3"]["status"], states["3"]["note"]) == ("interrupted", "not run")
+    killed = mod.fold_states(run_dir, the_job, {0: 0}, -15, True)
+    assert killed["1"]["status"] == "interrupted" and killed["1"]["note"] == "stopped at the hard limit"
+    failed = mod.fold_states(run_dir, the_job, {}, 2, False)
+    assert failed["1"] == {"status": "failed", "exit_code": 2, "epochs": 2,
+                           "note": "not trained: train_folds.sh exited 2 first"}
 
 
 # ------------------------------------------------------------------------------------------ missing inputs
@@ -437,3 +497,51 @@ def test_the_tpu_job_trains_on_jax_in_bfloat16_over_all_devices(sandbox, tmp_pat
     assert saved["train"]["precision"] == "mixed_bfloat16"
     assert status_of(working)["keras_backend"] == "jax" and status_of(working)["status"] == "complete"
     assert_small_output(working)
+
+
+@pytest.mark.images
+@pytest.mark.slow
+@pytest.mark.parametrize("image", [pytest.param(i, marks=pytest.mark.xdist_group(i)) for i in ("kaggle-gpu", "kaggle-tpu")])
+def test_the_kernel_trains_in_kaggles_images(image, sandbox, tmp_path):
+    """In Kaggle's images (`make images`): the GPU image's recipe family, a keras-hub Swin preset attached as
+    a Kaggle Model, on its TensorFlow 2.20 / Keras 3.13 (its keras-hub 0.26 replaced by the shipped 0.29.1);
+    the TPU image's recipe, Keras on its JAX 0.7.2 in bfloat16 over 2 devices. The kernel installs lresizervit
+    from the code dataset, the images' TensorFlow, Keras and JAX stay, and the folds predict here."""
+    from tests.test_kaggle_images import PINNED, WHEELS, image_python, reset, versions
+    from tests.test_keras_hub_backbone import write_tiny_preset
+
+    python = image_python(image)
+    before = reset(image, python)
+    working = tmp_path / "working"
+    env = {}
+    if image == "kaggle-gpu":
+        preset = Path(write_tiny_preset("swin", tmp_path / "preset"))
+        model = {**sandbox["tree"]["model"], "resizer": {**sandbox["tree"]["model"]["resizer"], "target_size": 32},
+                 "backbone": {**sandbox["tree"]["model"]["backbone"],
+                              "name": f"keras_hub:{working}/lresizervit/preset"}}
+        code = make_code(sandbox, tmp_path / "code", (WHEELS,), name="kernimg", data={"image_size": 64}, model=model,
+                         train={"backend": "tensorflow"})
+        the_job = job(experiment="kernimg", folds=[0, 1], model_handle=HANDLE)
+    else:
+        code = make_code(sandbox, tmp_path / "code", (WHEELS,), name="kernimg",
+                         train={"backend": "jax", "precision": "mixed_bfloat16", "batch_size": 4})
+        the_job = job(experiment="kernimg", folds=[0, 1], accelerator="tpu")
+        env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    inp = kaggle_input(tmp_path, sandbox, "new", code)
+    if image == "kaggle-gpu":
+        mount(inp, "new", "model", preset, HANDLE)
+    proc = run_kernel(tmp_path, the_job, inp, working, python=python, env=env, timeout=1500)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    assert "installed lresizervit-0.1.0-py3-none-any.whl" in proc.stdout and f"keras {before['keras']}" in log
+    if image == "kaggle-gpu":
+        assert f"installed keras_hub-{_hub()}-py3-none-any.whl" in proc.stdout
+    status = status_of(working)
+    assert status["status"] == "complete", status
+    assert_small_output(working)
+    spec = json.loads((working / "models/kernimg/fold_1/model.json").read_text())
+    assert spec["written_by"]["keras"] == before["keras"]
+    assert spec["written_by"]["backend"] == ("jax" if image == "kaggle-tpu" else "tensorflow")
+    after = versions(python)
+    assert {d: after[d] for d in PINNED} == {d: before[d] for d in PINNED}
+    predict_ok(working / "models" / "kernimg", sandbox["data"], tmp_path / "sub.csv")
