@@ -8,7 +8,8 @@ A fold killed mid-training resumes from its last completed epoch when trained ag
 BackupAndRestore restores weights, optimizer state and the epoch; history.csv and the best score are
 restored from the files). The backup is kept until metrics.json is written, so a fold that stopped after
 its last epoch (a full disk while writing its OOF) only predicts its OOF again. A complete fold
-(metrics.json exists) is skipped unless `force`.
+(metrics.json exists) is skipped unless `force`. With a time budget (LRESIZERVIT_DEADLINE, training/deadline.py)
+a fold that would not end in time stops at an epoch end, left unfinished with its backup, or does not start.
 """
 
 from __future__ import annotations
