@@ -69,6 +69,13 @@ INTERRUPTED=()
 record_status() {  # FOLD STATUS
   if [[ -n ${LRESIZERVIT_FOLD_STATUS:-} ]]; then echo "$1 $2" >> "$LRESIZERVIT_FOLD_STATUS"; fi
 }
+interrupted_exit() {  # exit 75 naming the folds the time budget stopped, if any
+  if ((${#INTERRUPTED[@]} > 0)); then
+    echo "train_folds.sh: folds ${INTERRUPTED[*]} stopped to end before the time budget (LRESIZERVIT_DEADLINE);" \
+      "run the same command again, with time, to resume them" >&2
+    exit "$TEMPFAIL"
+  fi
+}
 
 # Pretrained weights that are not there fail here, in seconds, before any folds or data are touched.
 "$PYTHON" -m lresizervit weights check "$CONFIG" ${SETS[@]+"${SETS[@]}"}
@@ -176,13 +183,6 @@ else
   set +m
   wait "${WORKERS[@]}"
 fi
-interrupted_exit() {  # exit 75 naming the folds the time budget stopped, if any
-  if ((${#INTERRUPTED[@]} > 0)); then
-    echo "train_folds.sh: folds ${INTERRUPTED[*]} stopped to end before the time budget (LRESIZERVIT_DEADLINE);" \
-      "run the same command again, with time, to resume them" >&2
-    exit "$TEMPFAIL"
-  fi
-}
 # Prints the CV table once every fold is done; with some folds still missing it says which.
 "$PYTHON" -m lresizervit cv "$CONFIG" --if-complete ${SETS[@]+"${SETS[@]}"}
 # Figures and report.md in models/<exp>/report/, once cv.json exists.

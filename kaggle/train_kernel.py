@@ -94,6 +94,11 @@ def tail_s(budget_s: float) -> float:
     return min(300.0, max(20.0, 0.03 * budget_s))
 
 
+def runtime_dict(lines: list[str]) -> dict:
+    """bootstrap.runtime_lines() as {name: version (or the line's rest)}."""
+    return {line.split(" ", 1)[0].rstrip(":"): line.split(" ", 1)[1] for line in lines}
+
+
 def iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
@@ -359,8 +364,10 @@ def main() -> int:
     working = Path(os.environ.get("LRESIZERVIT_WORKING", "/kaggle/working"))
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI check from albumentations
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    status = {"job": JOB, "status": "error", "error": None, "folds": {}, "runtime": {}, "inputs": {},
-              "started": iso(started), "ended": None, "deadline": None, "seconds": None, "train_folds_exit": None}
+    # lresizervit-run.json; "runtime" is what trained (the image's versions, "image", plus what was installed).
+    status = {"job": JOB, "status": "error", "error": None, "folds": {}, "train_folds_exit": None,
+              "runtime": {}, "image": {}, "code": {}, "inputs": {}, "keras_backend": None,
+              "started": iso(started), "ended": None, "deadline": None, "seconds": None}
     try:
         return train(JOB, root, working, started, status)
     except KernelError as exc:
@@ -388,7 +395,8 @@ def train(job: dict, root: Path, working: Path, started: float, status: dict) ->
     boot = load_bootstrap(code)
     runtime = boot.runtime_lines()
     print("runtime:\n  " + "\n  ".join(runtime), flush=True)
-    status["runtime"] = {line.split(" ", 1)[0].rstrip(":"): line.split(" ", 1)[1] for line in runtime}
+    status["image"] = status["runtime"] = runtime_dict(runtime)
+    status["code"] = read_json(code / job["code_marker"])
     data = pick_data(found["data"], root, job["competition"])
     preset = pick_preset(found["preset"], root, job["model_handle"]) if job["model_handle"] else None
     status["inputs"] = {"code": str(code), "competition": str(data), "preset": preset and str(preset),
@@ -403,6 +411,7 @@ def train(job: dict, root: Path, working: Path, started: float, status: dict) ->
               "JAX decides which devices it trains on", flush=True)
 
     print("\n".join(install(boot, code, boot.uses_keras_hub(code) or preset is not None)), flush=True)
+    status["runtime"] = runtime_dict(boot.runtime_lines())  # what trains: the image and what was installed
     from lresizervit.config import load_config
 
     cfg = load_config(code / "config.yaml")

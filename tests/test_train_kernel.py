@@ -358,6 +358,7 @@ def test_two_folds_train_under_either_mount_layout(layout, parallel, sandbox, tm
         assert (fold["status"], fold["exit_code"], fold["epochs"]) == ("complete", 0, 1), fold
         assert fold["val_rmse"] > 0
     assert status["runtime"]["python"].startswith(sys.version.split()[0]) and "tensorflow" in status["runtime"]
+    assert status["code"] == sandbox["manifest"] and status["inputs"]["competition"] == str(comp)
     assert status["started"] <= status["ended"] and status["seconds"] > 0
     files = assert_small_output(working)
     assert "models/kern/cv.json" in files and "folds/train_folds.csv" in files
@@ -534,10 +535,11 @@ def test_the_kernel_trains_in_kaggles_images(image, sandbox, tmp_path):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
     assert "installed lresizervit-0.1.0-py3-none-any.whl" in proc.stdout and f"keras {before['keras']}" in log
-    if image == "kaggle-gpu":
-        assert f"installed keras_hub-{_hub()}-py3-none-any.whl" in proc.stdout
     status = status_of(working)
     assert status["status"] == "complete", status
+    if image == "kaggle-gpu":
+        assert f"installed keras_hub-{_hub()}-py3-none-any.whl" in proc.stdout
+        assert (status["image"]["keras-hub"], status["runtime"]["keras-hub"]) == ("0.26.0", _hub())
     assert_small_output(working)
     spec = json.loads((working / "models/kernimg/fold_1/model.json").read_text())
     assert spec["written_by"]["keras"] == before["keras"]
