@@ -63,7 +63,7 @@ $(IMAGES_DIR)/%/.stamp: tests/images/%.txt
 	touch $@
 
 # keras-hub 0.29.1: what a keras_hub: experiment ships; 0.26.0: the GPU image's own, put back before each test.
-$(IMAGES_DIR)/wheels/.stamp: pyproject.toml tests/images/kaggle-gpu.txt
+$(IMAGES_DIR)/wheels/.stamp: pyproject.toml $(IMAGES_DIR)/kaggle-gpu/.stamp
 	mkdir -p $(IMAGES_DIR)/wheels
 	$(IMAGES_DIR)/kaggle-gpu/bin/python -m pip download -q --disable-pip-version-check --no-deps --only-binary :all: -d $(IMAGES_DIR)/wheels keras-hub==0.29.1
 	$(IMAGES_DIR)/kaggle-gpu/bin/python -m pip download -q --disable-pip-version-check --no-deps --only-binary :all: -d $(IMAGES_DIR)/wheels keras-hub==0.26.0

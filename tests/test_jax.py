@@ -255,6 +255,8 @@ def test_two_devices_reproduce_one_device(tmp_path, jax_cache):
     assert one["metrics"]["replicas"] == 1 and one["metrics"]["devices"] == ["cpu:0"]
     assert two["metrics"]["replicas"] == 2 and two["metrics"]["devices"] == ["cpu:0", "cpu:1"]
     assert one["metrics"]["global_batch"] == two["metrics"]["global_batch"] == 16
-    # Measured: agreement to ~1e-5 relative (float32 sums in another order); 1e-4 leaves room.
+    # Measured: agreement to ~1e-5 relative (float32 sums in another order); 1e-4 leaves room. The OOF is
+    # predicted after two epochs by the saved model: 1.05e-4 apart on 2026-12-06 (JAX 0.10.2, the code before
+    # the code of stop 16 as well), so 5e-4 there.
     np.testing.assert_allclose(two["history"], one["history"], rtol=1e-4)
-    assert two["metrics"]["val_rmse"] == pytest.approx(one["metrics"]["val_rmse"], rel=1e-4)
+    assert two["metrics"]["val_rmse"] == pytest.approx(one["metrics"]["val_rmse"], rel=5e-4)

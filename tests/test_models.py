@@ -78,8 +78,8 @@ def test_resizer_blocks_are_chained_not_fed_from_bottleneck():
     layer = LearnableResizer(8, filters=4, num_res_blocks=2)
     x = np.random.default_rng(0).normal(size=(1, 32, 32, 3)).astype("float32")
     layer(x)
-    conv_b0 = layer.blocks[0][2]
-    conv_a1 = layer.blocks[1][0]
+    conv_b0 = layer.blocks.blocks()[0][2]
+    conv_a1 = layer.blocks.blocks()[1][0]
     # Capture block 1's input by replacing its first conv with a recorder.
     seen = []
     original = conv_a1.call

@@ -37,7 +37,7 @@ def plain_call(layer: LearnableResizer, x, training=None):
     h = layer.bn_in(h, training=training)
     r = resize_images(h, layer.target_size, layer.interpolation)
     h = r
-    for conv_a, bn_a, conv_b, bn_b in layer.blocks:
+    for conv_a, bn_a, conv_b, bn_b in layer.blocks.blocks():
         y = layer._act(bn_a(conv_a(h), training=training))
         h = h + bn_b(conv_b(y), training=training)
     h = layer.bn_post(layer.conv_post(h), training=training) + r
@@ -51,7 +51,7 @@ def make_layer(target, input_shape, seed=0, **kwargs) -> LearnableResizer:
     layer = LearnableResizer(target, filters=4, **kwargs)
     layer.build(input_shape)
     rng = np.random.default_rng(seed)
-    for bn in [layer.bn_in, layer.bn_post] + [b for blk in layer.blocks for b in (blk[1], blk[3])]:
+    for bn in [layer.bn_in, layer.bn_post] + [b for blk in layer.blocks.blocks() for b in (blk[1], blk[3])]:
         f = bn.gamma.shape[0]
         bn.set_weights([rng.uniform(0.5, 2.0, f), rng.normal(0, 0.5, f), rng.normal(0, 0.3, f),
                         rng.uniform(0.2, 3.0, f)])
@@ -208,7 +208,9 @@ def test_batch_moments_and_their_gradients_are_ops_moments(synchronized):
 
     (mean, var), grad = both(lambda t: batch_moments(t, synchronized=synchronized))
     (mean_ref, var_ref), grad_ref = both(lambda t: ops.moments(t, axes=(0, 1, 2), synchronized=synchronized))
-    np.testing.assert_allclose(mean, mean_ref, rtol=1e-6, atol=1e-6)
+    # Both are float32 sums of 561 values, in different orders (Keras's own is off by 2.7e-6 on the constant
+    # 0.7 channel here, seen 2026-12-06): float32 rounding, not a formula error, which would be far larger.
+    np.testing.assert_allclose(mean, mean_ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(var, var_ref, rtol=1e-5, atol=1e-6)
     assert var[-1] >= 0
     np.testing.assert_allclose(grad, grad_ref, rtol=0, atol=1e-5 * float(np.abs(grad_ref).max()))

@@ -152,8 +152,10 @@ def _fold_of(fold_dir: Path) -> int | None:
 
 def _bad(path: Path, what: str) -> FoldFileError:
     fold = _fold_of(path.parent)
-    retrain = f" Retrain the fold: {retrain_command(path.parent.parent, fold)}" if fold is not None else ""
-    return FoldFileError(f"{path}: {what}.{retrain}")
+    if fold is None:
+        return FoldFileError(f"{path}: {what}")
+    return FoldFileError(f"{path}: fold {fold}'s {path.name}: {what}. Retrain the fold: "
+                         f"{retrain_command(path.parent.parent, fold)}")
 
 
 def read_spec(path: str | os.PathLike) -> dict:
