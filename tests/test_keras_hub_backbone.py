@@ -384,3 +384,21 @@ def test_bad_specs_name_the_key_or_the_file(presets, tmp_path):
         build_backbone(f"keras_hub:{other}", SIZE)
     with pytest.raises(ValueError, match="model.backbone.pooling"):
         build_backbone("keras_hub:" + presets["vit"], SIZE, pooling="gap")
+
+
+def test_an_attached_preset_becomes_the_cached_copy_of_its_name(offline, presets, tmp_path, capsys):
+    """What a Kaggle kernel does with the Kaggle Model attached to it: the config keeps naming the preset
+    (keras_hub:vit_base_patch16_224_imagenet), and the name resolves to the mounted folder with no network."""
+    from lresizervit.cli import main
+
+    builtin = keras_hub.models.Backbone.presets["vit_base_patch16_224_imagenet"]["kaggle_handle"]
+    mounted = tmp_path / "input" / "models" / "vit"
+    shutil.copytree(presets["vit"], mounted)
+    assert main(["weights", "cache", builtin.removeprefix("kaggle://"), str(mounted)]) == 0
+    assert "now loads it offline" in capsys.readouterr().out
+    assert build_backbone("keras_hub:vit_base_patch16_224_imagenet", SIZE).output_shape == (None, 16)
+    assert main(["weights", "cache", builtin.removeprefix("kaggle://"), str(mounted)]) == 0  # again: kept
+    assert main(["weights", "cache", "keras/vit/keras/vit_base_patch16_224_imagenet", str(mounted)]) == 2
+    assert "has no version" in capsys.readouterr().err
+    assert main(["weights", "cache", builtin.removeprefix("kaggle://"), str(tmp_path)]) == 2
+    assert "holds no config.json" in capsys.readouterr().err

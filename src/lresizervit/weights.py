@@ -144,6 +144,40 @@ def write_blank_preset(name: str, out: str | os.PathLike, force: bool = False,
     return _write_folder(out, fill, force)
 
 
+def cache_preset(handle: str, folder: str | os.PathLike) -> Path:
+    """Make `folder` (a keras-hub preset folder: a Kaggle Model attached to a notebook, a copy made by `fetch`)
+    kagglehub's cached copy of the versioned Kaggle Model `handle`, linked, not copied: `keras_hub:<preset
+    name>` (whose handle it is) then resolves to it with no network, so a kernel trains with the very config
+    that names the preset. The cache is kagglehub's (KAGGLEHUB_CACHE, else ~/.cache/kagglehub)."""
+    from kagglehub.cache import Cache
+    from kagglehub.handle import parse_model_handle
+
+    from lresizervit.models.keras_hub_backbone import PRESET_CONFIG_FILE
+
+    try:
+        parsed = parse_model_handle(handle.removeprefix("kaggle://").strip("/"))
+    except ValueError as exc:
+        raise ValueError(f"weights cache: {handle!r} is not a Kaggle Model handle ({exc})") from None
+    if not parsed.is_versioned():
+        raise ValueError(f"weights cache: {handle!r} has no version: owner/model/framework/variation/version")
+    folder = Path(folder).resolve()
+    if not (folder / PRESET_CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"weights cache: {folder} holds no {PRESET_CONFIG_FILE}: not a preset folder")
+    cache = Cache()
+    path = Path(cache.get_path(parsed))
+    if path.is_symlink() or path.exists():
+        if path.resolve() == folder:
+            cache.mark_as_complete(parsed)
+            return path
+        if not path.is_symlink():
+            raise FileExistsError(f"weights cache: {path} holds a downloaded copy of {handle} already; it is used")
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(folder, path, target_is_directory=True)
+    cache.mark_as_complete(parsed)
+    return path
+
+
 def check_backbone(cfg: Config) -> str:
     """Where the config's backbone comes from, or the error that says what to attach or fetch."""
     name = cfg.model.backbone.name

@@ -6,7 +6,13 @@ from lresizervit.commands.common import config, with_config
 
 
 def cmd_weights(args) -> None:
-    from lresizervit.weights import BLANK_MARKER, check_backbone, fetch_preset, write_blank_preset
+    from lresizervit.weights import (
+        BLANK_MARKER,
+        cache_preset,
+        check_backbone,
+        fetch_preset,
+        write_blank_preset,
+    )
 
     if args.weights_command == "fetch":
         out = fetch_preset(args.preset, args.out, force=args.force)
@@ -16,6 +22,9 @@ def cmd_weights(args) -> None:
         out = write_blank_preset(args.preset, args.out, force=args.force)
         print(f"wrote {out}: the architecture of {args.preset} with RANDOM weights (see {out / BLANK_MARKER}), "
               f"for timing only (bench --set model.backbone.name=keras_hub:{out}); NOT pretrained weights")
+    elif args.weights_command == "cache":
+        print(f"{cache_preset(args.handle, args.folder)} -> {args.folder}: keras_hub:<the preset of {args.handle}> "
+              f"now loads it offline")
     else:
         cfg = config(args)
         print(f"model.backbone.name {cfg.model.backbone.name!r}: {check_backbone(cfg)}")
@@ -38,6 +47,12 @@ def register(sub) -> None:
     sp.add_argument("preset", help="a known preset name, e.g. swin_base_patch4_window7_224 (README: weights blank)")
     sp.add_argument("--out", required=True, help="the folder to write")
     sp.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    sp.set_defaults(func=cmd_weights)
+    sp = wsub.add_parser("cache", help="make a preset folder (an attached Kaggle Model, a copy) kagglehub's cached "
+                         "copy of its handle, so a preset name resolves to it offline")
+    sp.add_argument("handle", help="owner/model/framework/variation/version, e.g. keras/swin-transformer/keras/"
+                    "swin_base_patch4_window7_224/1")
+    sp.add_argument("folder", help="the preset folder (holding config.json)")
     sp.set_defaults(func=cmd_weights)
     with_config(wsub.add_parser("check", help="say where the config's backbone weights come from, or fail "
                                 "with what to attach")).set_defaults(func=cmd_weights)
