@@ -6,7 +6,9 @@ as the kernel's only code file, with these attached:
     wheel for a keras_hub: backbone, `lresizervit_bootstrap.py`, `train_folds.sh`, the experiment's
     `config.yaml` and, when the experiment has one here, its folds file (and its `.json` sidecar);
   - the competition (a folder holding train.csv and test.csv);
-  - the Kaggle Model of the job's `model_handle`, a keras-hub preset (a folder holding config.json);
+  - the Kaggle Model of the job's `model_handle`, a keras-hub preset (a folder holding config.json): made
+    kagglehub's cached copy of that handle (`weights cache`), so the config's preset name loads it offline,
+    and linked at /kaggle/working/lresizervit/preset for a config that names that folder;
   - optionally a checkpoint dataset (marked by `lresizervit-checkpoint.json`): `models/<exp>/` with the
     folds an earlier session completed or stopped (their backup/), restored before training.
 Inputs are found by those marker files under both mount layouts: /kaggle/input/{competitions,datasets/<owner>,
@@ -422,12 +424,17 @@ def train(job: dict, root: Path, working: Path, started: float, status: dict) ->
     scratch.mkdir(parents=True, exist_ok=True)
     sets = [f"data.dir={data}", f"output_dir={working / MODELS_DIR}", "train.tensorboard=false"]
     if preset is not None:
-        # One path whatever the mount layout: every kernel of the experiment trains under the same config.
+        # A config naming the preset (keras_hub:<name> or keras_hub:kaggle://<handle>) keeps its name, which
+        # then resolves offline to the attached folder through kagglehub's cache: the kernel trains under the
+        # experiment's very config, so its folds join folds trained elsewhere. A config naming the link
+        # instead gets one path whatever the mount layout.
         link(preset, scratch / PRESET_DIR)
-        want = f"keras_hub:{scratch / PRESET_DIR}"
-        if cfg.model.backbone.name != want:
-            print(f"model.backbone.name: {cfg.model.backbone.name} -> {want} (the attached {job['model_handle']})")
-            sets.append(f"model.backbone.name={want}")
+        if cfg.model.backbone.name != f"keras_hub:{scratch / PRESET_DIR}":
+            cache = [sys.executable, "-m", "lresizervit", "weights", "cache", job["model_handle"], str(preset)]
+            proc = subprocess.run(cache, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise KernelError(*(proc.stderr.strip().splitlines()[-1:] or [f"`{' '.join(cache)}` failed"]))
+            print(proc.stdout.strip(), flush=True)
     elif cfg.model.backbone.name.rstrip("/").endswith(f"/{SCRATCH_DIR}/{PRESET_DIR}"):
         raise KernelError(f"{code / 'config.yaml'}'s backbone is {cfg.model.backbone.name}, the Kaggle Model a "
                           f"kernel links there, and the job names no model_handle: push it with the model attached")

@@ -242,7 +242,7 @@ def test_kernel_config_sets_the_accelerators_recipe():
     from lresizervit.config import load_config
 
     cfg = load_config(None, ("model.backbone.name=keras_hub:swin_base_patch4_window7_224",))
-    tpu = kernel.kernel_config(cfg, "tpu", "keras/swin/keras/swin_base_patch4_window7_224/1")
+    tpu = kernel.kernel_config(cfg, "tpu", preset_dir=True)
     assert (tpu.train.backend, tpu.train.precision, tpu.train.strategy) == ("jax", "mixed_bfloat16", "auto")
     assert tpu.model.backbone.name == f"keras_hub:{kernel.KERNEL_PRESET_DIR}"
     gpu = kernel.kernel_config(cfg, "gpu")
@@ -387,29 +387,42 @@ def python_without_lresizervit(tmp: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_the_kaggle_model_preset_is_found_linked_and_unlinked(sandbox, tmp_path):
+@pytest.mark.parametrize("naming", ["name", "link"])
+def test_the_kaggle_model_preset_is_found_and_loads_offline(naming, sandbox, tmp_path):
     """A keras-hub preset attached as a Kaggle Model (new layout, beside a decoy of another version), in a
-    Python without lresizervit: the kernel installs the wheel, links the preset where the config names it,
-    trains, and leaves no link behind."""
+    Python without lresizervit: the kernel installs the wheel, makes the attached folder what the config's
+    preset name resolves to offline (kagglehub's cache), or links it where the config names it, trains
+    under the config as shipped, and leaves no link in the output."""
+    import socket
+
     from tests.test_keras_hub_backbone import write_tiny_preset
 
     working = tmp_path / "working"
     preset = Path(write_tiny_preset("vit", tmp_path / "preset", size=32))
+    name = f"keras_hub:kaggle://{HANDLE}" if naming == "name" else f"keras_hub:{working}/lresizervit/preset"
     code = make_code(sandbox, tmp_path / "code", name="kernhub",
                      data={"image_size": 64}, model={"resizer": {**sandbox["tree"]["model"]["resizer"],
                                                                  "target_size": 32},
-                                                     "backbone": {**sandbox["tree"]["model"]["backbone"],
-                                                                  "name": f"keras_hub:{working}/lresizervit/preset"}})
+                                                     "backbone": {**sandbox["tree"]["model"]["backbone"], "name": name}})
     inp = kaggle_input(tmp_path, sandbox, "new", code)
     mount(inp, "new", "model", preset, HANDLE)
     mount(inp, "new", "model", preset, HANDLE[:-1] + "1")  # another version of the same model: not this one
+    with socket.socket() as sock:  # no network: a download attempt is refused at once
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    env = {"KAGGLEHUB_CACHE": str(tmp_path / "kagglehub"), "HTTPS_PROXY": dead, "https_proxy": dead,
+           "HTTP_PROXY": dead, "http_proxy": dead}
     the_job = job(experiment="kernhub", folds=[0], model_handle=HANDLE)
-    proc = run_kernel(tmp_path, the_job, inp, working, python=python_without_lresizervit(tmp_path))
+    proc = run_kernel(tmp_path, the_job, inp, working, python=python_without_lresizervit(tmp_path), env=env)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
     mounted = inp / "models" / HANDLE
     assert f"preset: {mounted}" in proc.stdout and "installed lresizervit-0.1.0-py3-none-any.whl" in proc.stdout
-    assert "model.backbone.name:" not in proc.stdout  # the shipped config names the link already: no override
+    assert ("now loads it offline" in proc.stdout) == (naming == "name")
+    if naming == "name":
+        assert [p.resolve() for p in (tmp_path / "kagglehub").rglob("2") if p.is_symlink()] == [mounted.resolve()]
+    saved = yaml.safe_load((working / "models/kernhub/config.yaml").read_text())
+    assert saved["model"]["backbone"]["name"] == name  # the experiment's config, as shipped
     status = status_of(working)
     assert status["status"] == "complete" and status["folds"]["0"]["status"] == "complete"
     assert status["inputs"]["preset"] == str(mounted)
@@ -519,10 +532,11 @@ def test_the_kernel_trains_in_kaggles_images(image, sandbox, tmp_path):
         preset = Path(write_tiny_preset("swin", tmp_path / "preset"))
         model = {**sandbox["tree"]["model"], "resizer": {**sandbox["tree"]["model"]["resizer"], "target_size": 32},
                  "backbone": {**sandbox["tree"]["model"]["backbone"],
-                              "name": f"keras_hub:{working}/lresizervit/preset"}}
+                              "name": f"keras_hub:kaggle://{HANDLE}"}}  # resolved through kagglehub's cache
         code = make_code(sandbox, tmp_path / "code", (WHEELS,), name="kernimg", data={"image_size": 64}, model=model,
                          train={"backend": "tensorflow"})
         the_job = job(experiment="kernimg", folds=[0, 1], model_handle=HANDLE)
+        env["KAGGLEHUB_CACHE"] = str(tmp_path / "kagglehub")
     else:
         code = make_code(sandbox, tmp_path / "code", (WHEELS,), name="kernimg",
                          train={"backend": "jax", "precision": "mixed_bfloat16", "batch_size": 4})

@@ -55,8 +55,11 @@ CODE_CONFIG = "config.yaml"
 TRAIN_FOLDS = "train_folds.sh"
 TEMPLATE = "train_kernel.py"  # in kaggle/, beside inference.py
 KERNEL_WORKING = "/kaggle/working"
-# Where the kernel links the attached Kaggle Model (any mount layout): ship configs with
-# model.backbone.name = keras_hub:KERNEL_PRESET_DIR, so every kernel of an experiment has the same config.
+# Where the kernel links the attached Kaggle Model (any mount layout). A config naming the preset
+# (keras_hub:<name>, keras_hub:kaggle://<handle>) needs no change: the kernel makes the attached folder
+# kagglehub's cached copy of model_handle (`weights cache`), and trains under the experiment's own config; a
+# config may also name keras_hub:KERNEL_PRESET_DIR (one path whatever the mount layout), at the price of a
+# backbone name that differs from the local experiment's.
 KERNEL_PRESET_DIR = f"{KERNEL_WORKING}/lresizervit/preset"
 # The kernel's output layout, under /kaggle/working.
 OUTPUT_MODELS = "models"
@@ -118,10 +121,10 @@ def read_job(script: str) -> dict:
     raise ValueError("no `JOB = ...` line: not a training kernel of lresizervit")
 
 
-def kernel_config(cfg, accelerator: str, model_handle: str | None = None):
+def kernel_config(cfg, accelerator: str, preset_dir: bool = False):
     """`cfg` as a kernel on `accelerator` trains it: the backend, precision and strategy of that hardware
-    (harmless keys: the folds still form one experiment with folds trained elsewhere), and, with a Kaggle
-    Model attached, the backbone at KERNEL_PRESET_DIR."""
+    (harmless keys: the folds still form one experiment with folds trained elsewhere); with `preset_dir`, the
+    backbone at KERNEL_PRESET_DIR (not needed: a preset name resolves to the attached model)."""
     import copy
 
     if accelerator not in ACCELERATOR_SETTINGS:
@@ -129,7 +132,7 @@ def kernel_config(cfg, accelerator: str, model_handle: str | None = None):
     out = copy.deepcopy(cfg)
     for key, value in ACCELERATOR_SETTINGS[accelerator].items():
         setattr(out.train, key, value)
-    if model_handle:
+    if preset_dir:
         out.model.backbone.name = f"keras_hub:{KERNEL_PRESET_DIR}"
     return out
 
