@@ -381,6 +381,11 @@ def main() -> int:
         status["error"] = f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        scratch = working / SCRATCH_DIR  # also after an error: no link to the input, no staged checkpoint
+        if scratch.is_symlink():
+            scratch.unlink()
+        elif scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
         status.update(ended=iso(time.time()), seconds=round(time.time() - started, 1))
         write_status(working, status)
 
