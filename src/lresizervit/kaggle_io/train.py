@@ -170,7 +170,10 @@ def write_plan(plan: TrainPlan, wheel_dirs: tuple = ()) -> None:
     code = plan.root / "code"
     if code.exists():
         shutil.rmtree(code)
-    manifest = kernel.write_code_dataset(plan.cfg, code, folds_csv=plan.folds_file, wheel_dirs=wheel_dirs)
+    # The accelerator's backend, precision and strategy (keys that may differ between the folds of one
+    # experiment): a T4 trains in float16, the TPU on JAX in bfloat16.
+    shipped = kernel.kernel_config(plan.cfg, plan.accelerator)
+    manifest = kernel.write_code_dataset(shipped, code, folds_csv=plan.folds_file, wheel_dirs=wheel_dirs)
     write_dataset_metadata(code, plan.code_ref, f"LResizerViT code {plan.cfg.name}"[:50],
                            f"lresizervit {manifest.get('lresizervit', '')}: the code and config that train the "
                            f"experiment {plan.cfg.name} in Kaggle kernels")
@@ -181,6 +184,9 @@ def write_plan(plan: TrainPlan, wheel_dirs: tuple = ()) -> None:
 
 
 def describe(plan: TrainPlan) -> list[str]:
+    from lresizervit.kaggle_io.kernel import ACCELERATOR_SETTINGS
+
+    settings = ", ".join(f"train.{k}={v}" for k, v in ACCELERATOR_SETTINGS[plan.accelerator].items())
     lines = [f"dataset {plan.code_ref}: {plan.root / 'code'} (private; created, or a new version)"]
     if plan.checkpoint_ref:
         lines.append(f"dataset {plan.checkpoint_ref}: {plan.root / 'checkpoint'} (the interrupted folds' backups)")
@@ -188,8 +194,8 @@ def describe(plan: TrainPlan) -> list[str]:
         sources = [f"competition {c}" for c in spec.competitions] + [f"dataset {d}" for d in spec.datasets]
         sources += [f"model {m}" for m in spec.models]
         lines.append(f"kernel {spec.ref}: folds {' '.join(map(str, job['folds']))} on {ACCELERATOR_NAMES[plan.accelerator]}"
-                     f" ({MACHINE_SHAPES[plan.accelerator]}), {job['parallel']} at once, internet on, stops by "
-                     f"{job['time_budget_s'] / 3600:.2f} h; {', '.join(sources)}; {spec.folder}")
+                     f" ({MACHINE_SHAPES[plan.accelerator]}), {job['parallel']} at once, {settings}, internet on, "
+                     f"stops by {job['time_budget_s'] / 3600:.2f} h; {', '.join(sources)}; {spec.folder}")
     return lines
 
 
@@ -284,6 +290,14 @@ def prepare_resume(plan: TrainPlan) -> None:
     print(f"resuming folds {found} from their backups", flush=True)
 
 
+def _whoami(api) -> str:
+    user = (getattr(api, "config_values", {}) or {}).get("username") or getattr(api, "username", None)
+    if not user:
+        raise KaggleError("cannot tell your Kaggle user name (the datasets and kernels are named after it): set "
+                          "KAGGLE_USERNAME")
+    return str(user)
+
+
 def run_train(cfg, accelerator: str, folds=None, kernels: int = 1, time_budget_h=None, dry_run: bool = False,
               wait: bool = False, resume: bool = False, wheel_dirs: tuple = (), poll_s: float = 60.0) -> dict:
     """The `kaggle train` command, printing as it goes; returns what it did."""
@@ -295,8 +309,11 @@ def run_train(cfg, accelerator: str, folds=None, kernels: int = 1, time_budget_h
         for line in describe(plan):
             print(f"would push {line}")
         return {"plan": plan}
-    api = connect()
+    # The config's own mistakes first, before any network (a local preset folder, a bad --folds).
     plan = plan_training(cfg, accelerator, folds, kernels, time_budget_h, user=kaggle_username())
+    api = connect()
+    if plan.user == "your-kaggle-name":  # an access token names no user locally: ask the service
+        plan = plan_training(cfg, accelerator, folds, kernels, time_budget_h, user=_whoami(api))
     if resume:
         prepare_resume(plan)
     write_plan(plan, wheel_dirs)
