@@ -191,12 +191,13 @@ def test_inference_names_what_the_image_lacks(kaggle_input, tmp_path):
     assert not (tmp_path / "sub.csv").exists()
 
 
-def _train_in_image(image: str, python: Path, config: Path, env: dict, wheel: Path) -> str:
-    """The README's recipe in a Kaggle image: the wheel without its dependencies, then what the image lacks
-    (also without dependencies), then every fold."""
+def _train_in_image(image: str, python: Path, config: Path, env: dict, wheel: Path, sets: tuple = ()) -> str:
+    """docs/kaggle.md's recipe ("Installing inside a Kaggle image by hand") in a Kaggle image: the wheel
+    without its dependencies, then what the image lacks (also without dependencies; offline here, so
+    --wheels), then every fold, with the TPU's settings on the command line as the recipe gives them."""
     log = run([python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", wheel], env=env)
     log += run([python, "-m", "lresizervit", "env", config, "--install", "--wheels", WHEELS], env=env)
-    log += run(["bash", ROOT / "train_folds.sh", config], env={**env, "PYTHON": str(python)}, cwd=ROOT)
+    log += run(["bash", ROOT / "train_folds.sh", config, *sets], env={**env, "PYTHON": str(python)}, cwd=ROOT)
     return log
 
 
@@ -209,21 +210,22 @@ def test_folds_trained_in_the_image_predict_the_same_here(image, kaggle_input, t
     wheel = next(kaggle_input["experiments"]["native"]["mount"].glob("lresizervit-*.whl"))
     if image == "kaggle-gpu":  # the default recipe's family, on TensorFlow 2.20 / Keras 3.13
         tree = yaml.safe_load(kaggle_input["swin_yaml"].read_text())
-        env = {"KERAS_BACKEND": "tensorflow"}
+        env, sets = {"KERAS_BACKEND": "tensorflow"}, ()
     else:  # Kaggle's TPU recipe: Keras on JAX, bfloat16
         tree = yaml.safe_load((kaggle_input["work"] / "tiny.yaml").read_text())
-        tree["train"].update(backend="jax", precision="mixed_bfloat16")
         env = {"KERAS_BACKEND": "jax"}
+        sets = ("--set", "train.backend=jax", "--set", "train.precision=mixed_bfloat16")
     tree.update(name=f"in_{image.replace('-', '_')}", output_dir=str(tmp_path / "models"))
     tree["data"].update(folds_csv=str(tmp_path / "folds.csv"))
     config = tmp_path / "in_image.yaml"
     config.write_text(yaml.safe_dump(tree))
 
-    log = _train_in_image(image, python, config, env, wheel)
+    log = _train_in_image(image, python, config, env, wheel, sets)
     assert "CV RMSE" in log, log[-3000:]
     run_dir = load_config(config).run_dir
     spec = json.loads((run_dir / "fold_1" / "model.json").read_text())
     assert spec["written_by"]["keras"] == before["keras"] and spec["written_by"]["backend"] == env["KERAS_BACKEND"]
+    assert spec["precision"] == ("mixed_bfloat16" if image == "kaggle-tpu" else "float32")
     in_image = tmp_path / "image.csv"
     run([python, "-m", "lresizervit", "predict", run_dir, "--data-dir", kaggle_input["data"], "--out", in_image],
         env=env)
