@@ -14,6 +14,7 @@ file, which drives each image's own Python in subprocesses, the way a notebook r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -40,6 +41,30 @@ PINNED = ("tensorflow", "tensorflow-cpu", "keras", "jax", "jaxlib")
 # The keras-hub each image has before anything is installed (None: none at all).
 IMAGE_KERAS_HUB = {"kaggle-gpu": "0.26.0", "kaggle-tpu": None}
 TOLERANCE = 1e-3
+
+
+@contextlib.contextmanager
+def using(image: str):
+    """The tests of one image share its virtualenv and put it back as it comes, so they run one at a time,
+    whichever pytest-xdist worker has them (a lock file beside the virtualenvs; the images run in parallel)."""
+    import fcntl
+
+    IMAGES_DIR.mkdir(parents=True, exist_ok=True)
+    with open(IMAGES_DIR / f".{image}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _one_test_per_image(request):
+    image = getattr(request.node, "callspec", None) and request.node.callspec.params.get("image")
+    if image is None and "image_lacks" in request.node.name:
+        image = "kaggle-gpu"
+    if image is None:
+        yield
+        return
+    with using(image):
+        yield
 
 
 def image_python(image: str) -> Path:

@@ -521,6 +521,13 @@ def test_the_kernel_trains_in_kaggles_images(image, sandbox, tmp_path):
     a Kaggle Model, on its TensorFlow 2.20 / Keras 3.13 (its keras-hub 0.26 replaced by the shipped 0.29.1);
     the TPU image's recipe, Keras on its JAX 0.7.2 in bfloat16 over 2 devices. The kernel installs lresizervit
     from the code dataset, the images' TensorFlow, Keras and JAX stay, and the folds predict here."""
+    from tests.test_kaggle_images import using
+
+    with using(image):  # one test at a time in an image's virtualenv
+        _train_in(image, sandbox, tmp_path)
+
+
+def _train_in(image, sandbox, tmp_path):
     from tests.test_kaggle_images import PINNED, WHEELS, image_python, reset, versions
     from tests.test_keras_hub_backbone import write_tiny_preset
 
