@@ -267,3 +267,19 @@ def test_this_environment_is_not_an_image():
     import tensorflow as tf
 
     assert (tf.__version__, keras.__version__) != ("2.20.0", "3.13.2")
+
+
+@pytest.mark.parametrize("image", IMAGES[:1])
+def test_a_pip_install_with_dependencies_replaces_nothing_in_an_image_that_meets_the_range(image, kaggle_input):
+    """pyproject.toml's range is chosen so that `pip install lresizervit` (dependencies resolved, not
+    --no-deps) in Kaggle's GPU image, once its keras-hub is in range, installs lresizervit alone. Offline
+    (--no-index): pip must find every dependency satisfied by what the image has."""
+    python = image_python(image)
+    before = reset(image, python)
+    run([python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", WHEELS / "keras_hub-0.29.1-py3-none-any.whl"])
+    wheel = next(kaggle_input["experiments"]["native"]["mount"].glob("lresizervit-*.whl"))
+    log = run([python, "-m", "pip", "install", "--no-index", "--find-links", WHEELS, wheel])
+    assert "Successfully installed lresizervit-0.1.0" in log, log[-3000:]
+    after = versions(python)
+    assert {d: after[d] for d in PINNED} == {d: before[d] for d in PINNED}
+    assert (after["keras-hub"], after["lresizervit"]) == ("0.29.1", "0.1.0")

@@ -221,3 +221,40 @@ def test_a_kernel_that_ended_in_error_shows_its_logs_last_lines(fake, experiment
     assert f"the kernel {ref} v1 ended: error (Kernel ran out of memory); its log ends:" in line
     assert "ResourceExhaustedError: OOM when allocating" in line
     assert not (tmp_path / "models" / "ktrain" / "fold_0").exists()
+
+
+def test_folds_trained_under_another_config_or_other_folds_are_refused(tiny_experiment, tmp_path):
+    """A downloaded kernel output joins the experiment only if it trained the same model on the same folds."""
+    from lresizervit.config import load_config
+    from lresizervit.kaggle_io.client import KaggleError
+    from lresizervit.kaggle_io.merge import merge_output
+    from tests.conftest import copy_experiment
+
+    config = copy_experiment(tiny_experiment, tmp_path / "tree")
+    cfg = load_config(config)
+    out = tmp_path / "output" / "lresizervit-tiny-train"
+    shutil.copytree(cfg.run_dir, out / "models" / "tiny")
+    shutil.rmtree(cfg.run_dir)
+    kernel_config = out / "models" / "tiny" / "config.yaml"
+    tree = yaml.safe_load(kernel_config.read_text())
+    # Where things lived and the hardware's precision may differ: merged.
+    tree["data"]["dir"], tree["train"]["precision"] = "/kaggle/input/competitions/x", "mixed_float16"
+    kernel_config.write_text(yaml.safe_dump(tree))
+    assert merge_output(cfg, out) == {"complete": [0, 1], "interrupted": []}
+    assert (cfg.run_dir / "fold_1" / "model.weights.h5").is_file()
+    # Another model: refused, naming the key.
+    tree["model"]["head_units"] = 99
+    kernel_config.write_text(yaml.safe_dump(tree))
+    with pytest.raises(KaggleError, match=r"another config .* model.head_units: 8 \(here\) != 99 \(kernel\)"):
+        merge_output(cfg, out)
+    # The same model on other folds: refused.
+    tree["model"]["head_units"] = 8
+    kernel_config.write_text(yaml.safe_dump(tree))
+    import pandas as pd
+
+    folds = pd.read_csv(cfg.data.folds_csv, dtype={"Id": str})
+    folds["kfold"] = 1 - folds["kfold"]
+    (out / "folds").mkdir()
+    folds.to_csv(out / "folds" / Path(cfg.data.folds_csv).name, index=False)
+    with pytest.raises(KaggleError, match="split the rows into folds differently"):
+        merge_output(cfg, out)
