@@ -610,6 +610,16 @@ def serve(**kwargs) -> Iterator[FakeKaggle]:
         fake.stop()
 
 
+@contextlib.contextmanager
+def competition_service(competition: str, max_requests: int, seconds: float) -> Iterator[FakeKaggle]:
+    """A started fake with `competition` (rules accepted), every test's requests bounded in number and time;
+    on exit, checks that none was refused and nothing tried to leave for kaggle.com."""
+    with serve(max_requests=max_requests) as fake, deadline(seconds):
+        fake.add_competition(competition)
+        yield fake
+        assert fake.refused == 0 and not [c for c in fake.calls if c.method.startswith("CONNECT")]
+
+
 def in_process_api(fake: FakeKaggle, root: Path, monkeypatch):
     """An authenticated kaggle.api.KaggleApi in this process, talking to `fake` only.
 

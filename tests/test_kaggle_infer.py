@@ -14,7 +14,7 @@ import zipfile
 import pytest
 
 from tests.conftest import ROOT, copy_experiment
-from tests.kaggle_fake import deadline, serve, subprocess_env
+from tests.kaggle_fake import competition_service, subprocess_env
 
 COMPETITION = "petfinder-pawpularity-score"
 KERNEL = "alice/lresizervit-tiny-infer"
@@ -23,10 +23,8 @@ DATASET = "alice/lresizervit-tiny"
 
 @pytest.fixture
 def fake():
-    with serve(max_requests=80) as fake, deadline(240):
-        fake.add_competition(COMPETITION)
+    with competition_service(COMPETITION, max_requests=80, seconds=240) as fake:
         yield fake
-        assert fake.refused == 0 and not [c for c in fake.calls if c.method.startswith("CONNECT")]
 
 
 @pytest.fixture

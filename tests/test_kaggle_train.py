@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.kaggle_fake import deadline, serve, subprocess_env
+from tests.kaggle_fake import competition_service, subprocess_env
 
 COMPETITION = "petfinder-pawpularity-score"
 CODE = "alice/lresizervit-ktrain-code"
@@ -33,10 +33,8 @@ SIMULATE = {"LRESIZERVIT_SIMULATE_EPOCH_S": "1000", "LRESIZERVIT_DEADLINE_MARGIN
 
 @pytest.fixture
 def fake():
-    with serve(max_requests=400) as fake, deadline(1500):
-        fake.add_competition(COMPETITION)
+    with competition_service(COMPETITION, max_requests=400, seconds=1500) as fake:
         yield fake
-        assert fake.refused == 0 and not [c for c in fake.calls if c.method.startswith("CONNECT")]
 
 
 @pytest.fixture
