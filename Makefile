@@ -42,7 +42,7 @@ demo: install
 TEST_WORKERS ?= 2
 
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not images"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not images" --durations=25
 
 test-fast: install
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not images"
