@@ -221,9 +221,15 @@ def test_stopping_the_pool_stops_every_fold(tiny, folds_config):
     record = tiny / "stop.record"
     env = {**os.environ, "PYTHON": str(tiny / "python"), "REAL_PYTHON": sys.executable, "RECORD": str(record),
            "FAKE_TRAIN": "1", "FAIL_FOLD": "", "CUDA_VISIBLE_DEVICES": ""}
-    # A session of its own, so the test can signal the script's group as a terminal's Ctrl-C would.
-    proc = subprocess.Popen(["bash", "train_folds.sh", folds_config, "--parallel", "2"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # A session of its own, so the test can signal the script's group as a terminal's Ctrl-C would; SIGINT
+    # at its default, as a terminal's shell starts a foreground job: a shell started with SIGINT ignored
+    # cannot trap it (POSIX), and a pytest worker that ran other tests first had it ignored (the script then
+    # never heard the Ctrl-C: seen once in `make test`, and reproduced by running this test with SIGINT ignored).
+    start = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+             "os.execvp('bash', ['bash', *sys.argv[1:]])")
+    proc = subprocess.Popen([sys.executable, "-c", start, "train_folds.sh", folds_config, "--parallel", "2"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     pids_file = Path(f"{record}.pids")
     deadline = time.monotonic() + 120
     while not (pids_file.is_file() and len(pids_file.read_text().split()) == 2):
