@@ -2,7 +2,7 @@
 
 The fast test watches the real `predict` path (`run_ensemble`) from inside: how many photos the loader has
 decoded each time a model is called, and whether any test-set dataset caches. The slow one measures it from
-outside, as `bench --what predict --test-images` does: peak RSS for n and 8n photos, each in its own process.
+outside, as `bench --what predict --test-images` does: peak RSS for n and 16n photos, each in its own process.
 """
 
 from __future__ import annotations
@@ -113,20 +113,21 @@ def test_predict_decodes_the_test_set_only_a_few_batches_ahead_of_the_model(tmp_
 
 @pytest.mark.slow
 def test_bench_peak_memory_of_predict_is_flat_in_the_number_of_test_images(tmp_path):
-    """`bench --test-images 40,320` in two fresh processes, photos decoded at 384 px (432 KiB each as
-    uint8). Keeping the extra 280 photos alive would add 118 MiB as uint8 (x4 as float32, x2 again with
-    their hflip views). Measured on 2 cores, TensorFlow 2.21, 2026-12-06: streaming, the peak grew by 17 and
-    29 MiB in two runs (1,190 -> 1,207 and 1,172 -> 1,201 MiB: the allocator's noise, as large as 34 MiB
-    for 60 -> 240 photos with the code of an earlier commit); with the test set's dataset cached
-    (`cache=True` in `inference/ensemble.py`, tried by hand) it grew by 193 MiB (1,189 -> 1,382). The
-    tolerance, 64 MiB, sits about 3x from both: this test fails for a materialised test set, not for noise."""
+    """`bench --test-images 40,640` in two fresh processes, photos decoded at 384 px (432 KiB each as
+    uint8). Keeping the extra 600 photos alive would add 253 MiB as uint8 (x4 as float32, x2 again with
+    their hflip views). The tolerance, 160 MiB, is 273 KiB a photo: any test set kept in memory fails it.
+    Measured on 2 cores, TensorFlow 2.21, 2026-12-06 (`bench` on the same experiment by hand): streaming,
+    the peak grew by 45 MiB (960 -> 1,005); with the test set's dataset cached (`cache=True` in
+    `inference/ensemble.py`) by 361 MiB (1,003 -> 1,364). The peak is noisier under load (not pinned down:
+    the allocator, tf.data buffers): 40 -> 320 photos grew by 17 and 29 MiB alone but by 76 MiB in a `make
+    test` run beside the other worker, so a tolerance of 64 MiB there failed once without a defect."""
     n = 40
-    cfg_path = untrained_experiment(tmp_path, 8 * n, 384, batch_size=8)
+    cfg_path = untrained_experiment(tmp_path, 16 * n, 384, batch_size=8)
     out = tmp_path / "mem.json"
-    assert main(["bench", str(cfg_path), "--what", "predict", "--test-images", f"{n},{8 * n}",
+    assert main(["bench", str(cfg_path), "--what", "predict", "--test-images", f"{n},{16 * n}",
                  "--json", str(out)]) == 0
     small, large = json.loads(out.read_text())["rows"]
-    assert (small["test_images"], large["test_images"]) == (n, 8 * n)
+    assert (small["test_images"], large["test_images"]) == (n, 16 * n)
     assert small["peak_rss_mib"] > small["runtime_rss_mib"] > 100  # TensorFlow alone is several hundred MiB
-    assert large["peak_rss_mib"] - small["peak_rss_mib"] < 64, (small, large)
+    assert large["peak_rss_mib"] - small["peak_rss_mib"] < 160, (small, large)
     assert large["seconds_per_1000"] > 0 and large["images_per_second"] > 0 and large["matmul_gflops"] > 0
