@@ -224,7 +224,7 @@ def test_stopping_the_pool_stops_every_fold(tiny, folds_config):
     # A session of its own, so the test can signal the script's group as a terminal's Ctrl-C would; SIGINT
     # at its default, as a terminal's shell starts a foreground job: a shell started with SIGINT ignored
     # cannot trap it (POSIX), and a pytest worker that ran other tests first had it ignored (the script then
-    # never heard the Ctrl-C: seen once in `make test`, and reproduced by running this test with SIGINT ignored).
+    # never heard the Ctrl-C: seen once in `make test`, reproduced by running this test with SIGINT ignored).
     start = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
              "os.execvp('bash', ['bash', *sys.argv[1:]])")
     proc = subprocess.Popen([sys.executable, "-c", start, "train_folds.sh", folds_config, "--parallel", "2"],
