@@ -1,3 +1,4 @@
+import fcntl
 import os
 import shutil
 from pathlib import Path
@@ -5,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.facts import TASK
+from tests.tiny import shrink_model
 
 # Set before TensorFlow or albumentations are imported anywhere in the test session.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -18,7 +20,23 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_experiment(tmp_path_factory) -> Path:
     """A real experiment trained once per test session by the project's own trainer: 24 synthetic photos,
     2 folds, 1 epoch at 32 → 16 px, hflip TTA; `<root>/tiny.yaml`, `<root>/models/tiny/`, `<root>/data/`.
-    Tests that write into it use `copy_experiment` (training it again costs ~15 s per test file)."""
+    Tests that write into it use `copy_experiment`. Under pytest-xdist the workers share one: the first to
+    need it trains it (under a lock, in the folder all workers' temp folders sit in), the others wait."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # <session temp>/popen-gw<N> -> <session temp>
+    root = base / "tiny_experiment"
+    with open(base / "tiny_experiment.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        done = base / "tiny_experiment.done"
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a worker that died half-way
+            _train_tiny_experiment(root)
+            done.touch()
+    return root
+
+
+def _train_tiny_experiment(root: Path) -> None:
     import yaml
 
     from lresizervit.config import load_config
@@ -29,14 +47,12 @@ def tiny_experiment(tmp_path_factory) -> Path:
     from lresizervit.data.synth import SynthParams, generate
     from lresizervit.training.trainer import train_fold
 
-    root = tmp_path_factory.mktemp("tiny_experiment")
     generate(root / "data", 24, 5, SynthParams(seed=3, min_side=40, max_side=48, max_long_side=64), workers=1)
     tree = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
     tree.update(name="tiny", output_dir=str(root / "models"))
     tree["data"].update(dir=str(root / "data"), folds_csv=str(root / "folds.csv"), n_folds=2, image_size=32,
                         cache=False)
-    tree["model"]["resizer"].update(target_size=16, filters=4)
-    tree["model"].update(metadata_units=4, head_units=8)
+    shrink_model(tree)
     tree["train"].update(epochs=1, batch_size=8, tensorboard=False)
     tree["predict"].update(out_dir=str(root / "submissions"), batch_size=8, svr_c=4.0, tta="hflip")
     (root / "tiny.yaml").write_text(yaml.safe_dump(tree))
@@ -49,7 +65,6 @@ def tiny_experiment(tmp_path_factory) -> Path:
     write_folds(make_folds(train, 2, 0, TASK, groups=groups), cfg.data.folds_csv, TASK)
     for k in range(2):
         train_fold(cfg, k)
-    return root
 
 
 def copy_experiment(src: Path, dest: Path) -> Path:

@@ -14,6 +14,7 @@ from lresizervit.bench.runner import run_in_process
 from lresizervit.bench.step import parse_variants, step_comparisons, variant_name
 from lresizervit.cli import main
 from lresizervit.config import load_config
+from tests.tiny import BACKBONE
 
 
 def tiny_known_model() -> keras.Model:
@@ -90,7 +91,7 @@ def test_parse_variants():
 
 
 TINY = ["--set", "data.image_size=32", "--set", "model.resizer.target_size=16", "--set", "model.resizer.filters=4",
-        "--set", "model.backbone.name=vit_tiny_demo", "--set", "model.head_units=8", "--set", "model.metadata_units=8"]
+        "--set", f"model.backbone.name={BACKBONE}", "--set", "model.head_units=8", "--set", "model.metadata_units=8"]
 
 
 def test_bench_step_one_variant_in_its_own_process(tmp_path, capsys):
@@ -150,7 +151,7 @@ def test_bench_predict_on_a_tiny_two_fold_experiment(tmp_path):
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(f"name: x\noutput_dir: {tmp_path / 'models'}\ndata:\n  dir: {tmp_path / 'data'}\n"
                         "  image_size: 32\nmodel:\n  resizer:\n    target_size: 16\n    filters: 4\n  backbone:\n"
-                        "    name: vit_tiny_demo\npredict:\n  batch_size: 2\n")
+                        f"    name: {BACKBONE}\npredict:\n  batch_size: 2\n")
     cfg = load_config(cfg_path)
     save_config(cfg, cfg.run_dir / "config.yaml")
     for k in range(2):  # real (untrained) models: their cost, not their accuracy, is measured

@@ -13,11 +13,12 @@ from lresizervit.models.fold_model import load_fold_model
 from lresizervit.models.regressor import build_regressor, make_loss
 from lresizervit.models.resizer import ConvAfterResize, LearnableResizer, resize_images
 from tests.facts import TASK
+from tests.tiny import BACKBONE
 
 
 def tiny_config(mode: str) -> ModelConfig:
     cfg = ModelConfig()
-    cfg.backbone.name = "vit_tiny_demo"
+    cfg.backbone.name = BACKBONE
     cfg.resizer.mode, cfg.resizer.target_size, cfg.resizer.filters = mode, 16, 4
     cfg.metadata_units = cfg.head_units = 8
     return cfg

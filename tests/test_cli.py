@@ -8,6 +8,7 @@ import pytest
 
 from lresizervit.cli import main
 from lresizervit.data.synth import SynthParams, generate
+from tests.tiny import BACKBONE, SETS
 
 
 def test_config_error_is_one_line_naming_key_and_file(tmp_path, capsys):
@@ -113,7 +114,7 @@ def test_undecodable_image_is_one_error_line_naming_the_file(tmp_path, capsys):
     (models / "fold_0").mkdir(parents=True)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"name: x\noutput_dir: {tmp_path / 'models'}\ndata:\n  dir: {tmp_path / 'data'}\n"
-                   f"  image_size: 32\nmodel:\n  resizer:\n    target_size: 16\n  backbone:\n    name: vit_tiny_demo\n")
+                   f"  image_size: 32\nmodel:\n  resizer:\n    target_size: 16\n  backbone:\n    name: {BACKBONE}\n")
     # A one-fold "experiment" with a real (untrained) model, enough for the predictor to reach the images.
     from lresizervit.config import load_config, save_config
     from lresizervit.models.fold_model import save_fold_model
@@ -134,8 +135,7 @@ def test_bench_replicas_times_one_and_two_replicas(tmp_path, capsys):
 
     out = tmp_path / "replicas.json"
     assert main(["bench", "configs/demo.yaml", "--what", "replicas", "--batch", "4", "--steps", "2",
-                 "--json", str(out), "--set", "data.image_size=32", "--set", "model.resizer.target_size=16",
-                 "--set", "model.resizer.filters=4"]) == 0
+                 "--json", str(out), *[arg for key in SETS for arg in ("--set", key)]]) == 0
     result = json.loads(out.read_text())
     assert list(result["variants"]) == ["1 replica(s)", "2 replica(s)"]
     for row in result["variants"].values():
@@ -263,4 +263,4 @@ def test_commands_that_only_read_files_do_not_import_tensorflow(tiny_experiment,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "EXIT 0 TENSORFLOW False KERAS False"
-    assert "CV RMSE" in proc.stdout if command == ["cv"] else "native vit_tiny_demo" in proc.stdout
+    assert "CV RMSE" in proc.stdout if command == ["cv"] else f"native {BACKBONE}" in proc.stdout

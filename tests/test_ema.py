@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.facts import TASK
+from tests.tiny import shrink_model
 
 pytestmark = pytest.mark.slow
 
@@ -67,8 +68,7 @@ def test_ema_weights_are_validated_saved_and_resumed(tmp_path):
     tree = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
     tree.update(name="tiny", output_dir=str(tmp_path / "models"))
     tree["data"].update(dir=str(tmp_path / "data"), folds_csv=str(tmp_path / "folds.csv"), n_folds=2, image_size=32)
-    tree["model"]["resizer"].update(target_size=16, filters=4)
-    tree["model"].update(metadata_units=4, head_units=8)
+    shrink_model(tree)
     # Momentum 0.9 over 8 steps (2 an epoch): the averages lag the weights by more than the float32
     # rounding of a swap at every epoch, the last included (when the cosine schedule barely moves the
     # weights). No TTA, so the OOF RMSE is the one validation measured.

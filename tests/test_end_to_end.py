@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.tiny import shrink_model
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -29,8 +31,7 @@ def tiny_config(tmp_path: Path, name="tiny") -> Path:
     cfg["output_dir"] = str(tmp_path / "models")
     cfg["data"].update(dir=str(tmp_path / "data"), folds_csv=str(tmp_path / "folds.csv"), n_folds=2,
                        image_size=32)
-    cfg["model"]["resizer"].update(target_size=16, filters=4)
-    cfg["model"].update(metadata_units=4, head_units=8)
+    shrink_model(cfg)
     cfg["train"].update(epochs=1, batch_size=8)
     cfg["predict"].update(out_dir=str(tmp_path / "submissions"), batch_size=8)
     path = tmp_path / "tiny.yaml"
@@ -115,27 +116,33 @@ def test_train_refuses_bad_data_before_training(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pure_tf", [False, True])
-def test_train_from_tfrecords(tmp_path, pure_tf):
+def test_train_from_tfrecords(tmp_path):
+    """One set of records, written once, trains a fold through either augmentation path (albumentations, and
+    the pure-TF one a TPU input host needs)."""
     py = sys.executable
     run([py, "-m", "lresizervit", "synth", "--out", str(tmp_path / "data"), "--train", "20", "--test", "3",
          "--min-side", "40", "--max-side", "48", "--max-long-side", "56", "--seed", "2"], ROOT)
     cfg = tiny_config(tmp_path)
     run([py, "-m", "lresizervit", "folds", str(cfg)], ROOT)
-    sets = ["--set", "data.tfrecords=true", "--set", f"data.pure_tf_augment={str(pure_tf).lower()}"]
-    out = run([py, "-m", "lresizervit", "tfrecords", str(cfg), *sets], ROOT).stdout
+    records = ["--set", "data.tfrecords=true"]
+    out = run([py, "-m", "lresizervit", "tfrecords", str(cfg), *records], ROOT).stdout
     assert "wrote" in out and "tfrecords_32" in out
-    assert "up to date" in run([py, "-m", "lresizervit", "tfrecords", str(cfg), "--if-missing", *sets], ROOT).stdout
-    run([py, "-m", "lresizervit", "train", str(cfg), "--fold", "1", *sets], ROOT)
+    for pure_tf in ("false", "true"):
+        sets = [*records, "--set", f"data.pure_tf_augment={pure_tf}"]
+        assert "up to date" in run([py, "-m", "lresizervit", "tfrecords", str(cfg), "--if-missing", *sets],
+                                   ROOT).stdout
     folds = pd.read_csv(tmp_path / "folds.csv", dtype={"Id": str})
-    oof = pd.read_csv(tmp_path / "models" / "tiny" / "fold_1" / "oof.csv", dtype={"Id": str})
-    # Row for row the fold's Ids, in the folds file's order, with their own targets.
     expected = folds[folds["kfold"] == 1]
-    assert oof["Id"].tolist() == expected["Id"].tolist()
-    assert oof["Pawpularity"].tolist() == expected["Pawpularity"].tolist()
+    for pure_tf in ("false", "true"):
+        name = f"pure_tf_{pure_tf}"
+        run([py, "-m", "lresizervit", "train", str(cfg), "--fold", "1", *records, "--set", f"name={name}",
+             "--set", f"data.pure_tf_augment={pure_tf}"], ROOT)
+        oof = pd.read_csv(tmp_path / "models" / name / "fold_1" / "oof.csv", dtype={"Id": str})
+        # Row for row the fold's Ids, in the folds file's order, with their own targets.
+        assert oof["Id"].tolist() == expected["Id"].tolist(), pure_tf
+        assert oof["Pawpularity"].tolist() == expected["Pawpularity"].tolist(), pure_tf
     # Records from another folds file are refused before training.
     run([py, "-m", "lresizervit", "folds", str(cfg), "--set", "data.fold_seed=9"], ROOT)
-    bad = run([py, "-m", "lresizervit", "train", str(cfg), "--fold", "0", *sets, "--set", "data.fold_seed=9",
-               "--set", "name=other"], ROOT,
-              check=False)
+    bad = run([py, "-m", "lresizervit", "train", str(cfg), "--fold", "0", *records, "--set", "data.fold_seed=9",
+               "--set", "name=other"], ROOT, check=False)
     assert bad.returncode == 2 and "tfrecords_32" in bad.stderr

@@ -10,6 +10,7 @@ import yaml
 
 from lresizervit.config import ConfigError, load_config
 from lresizervit.training.optimizer import GroupedAdamW, backbone_multipliers, block_depths
+from tests.tiny import SETS
 
 
 def _two_dense():
@@ -133,8 +134,7 @@ def test_the_train_step_is_traced_once(recipe):
 
     from lresizervit.training.trainer import compile_model
 
-    cfg = load_config("configs/demo.yaml", ["data.image_size=32", "model.resizer.target_size=16",
-                                            "model.resizer.filters=4", "model.head_units=8", *recipe])
+    cfg = load_config("configs/demo.yaml", [*SETS, *recipe])
     model = compile_model(cfg, steps_per_epoch=2)
     traces = []
     step = model.train_step

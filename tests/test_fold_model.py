@@ -25,6 +25,7 @@ from lresizervit.models.fold_model import (
 from lresizervit.models.regressor import build_regressor
 from lresizervit.run import FoldFileError
 from tests.conftest import copy_experiment
+from tests.tiny import BACKBONE
 
 
 def _datasets(path) -> list[str]:
@@ -70,7 +71,7 @@ def test_every_residual_block_is_saved_and_restored(tmp_path):
 
     cfg = Config()
     cfg.data.image_size = 32
-    cfg.model.backbone.name = "vit_tiny_demo"
+    cfg.model.backbone.name = BACKBONE
     cfg.model.resizer.target_size, cfg.model.resizer.filters, cfg.model.resizer.num_res_blocks = 16, 4, 2
     keras.utils.set_random_seed(4)
     model = build_regressor(cfg.model, 32, cfg.task)

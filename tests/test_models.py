@@ -27,11 +27,12 @@ from lresizervit.models.vit import VIT_VARIANTS, build_vit
 from lresizervit.run import MODEL_FILE
 from tests.conftest import ROOT
 from tests.facts import TASK
+from tests.tiny import BACKBONE
 
 
 def tiny_model_config(mode="learned", loss="bce", fusion="concat") -> ModelConfig:
     cfg = ModelConfig()
-    cfg.backbone.name = "vit_tiny_demo"
+    cfg.backbone.name = BACKBONE
     cfg.resizer.mode = mode
     cfg.resizer.target_size = 16
     cfg.resizer.filters = 4
@@ -181,7 +182,7 @@ def test_every_mode_trains_a_step_and_round_trips(tmp_path, mode, loss, fusion):
     if loss == "bce":
         assert np.all((pred > 0) & (pred < 100))
     emb = embedding_model(model).predict(x, verbose=0)
-    assert emb.shape == (8, 64 + (8 if fusion == "concat" else 0))
+    assert emb.shape == (8, VIT_VARIANTS[BACKBONE].hidden_dim + (8 if fusion == "concat" else 0))
     save_fold_model(model, tmp_path)
     reloaded = load_fold_model(tmp_path / MODEL_FILE, experiment(cfg))
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), pred, rtol=1e-5, atol=1e-4)

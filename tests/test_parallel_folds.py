@@ -18,6 +18,7 @@ import yaml
 
 from lresizervit.cli import main
 from tests.facts import ID, TARGET
+from tests.tiny import shrink_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,8 +41,7 @@ def tiny_config(root: Path, name: str, **train) -> Path:
     tree.update(name=name, output_dir=str(root / "models"))
     tree["data"].update(dir=str(root / "data"), folds_csv=str(root / "folds.csv"), n_folds=2, image_size=32,
                         cache=False)
-    tree["model"]["resizer"].update(target_size=16, filters=4)
-    tree["model"].update(metadata_units=4, head_units=8)
+    shrink_model(tree)
     tree["train"].update(epochs=1, batch_size=8, tensorboard=False, **train)
     tree["predict"].update(out_dir=str(root / "submissions"), batch_size=8, tta="hflip")
     path = root / f"{name}.yaml"

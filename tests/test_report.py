@@ -22,6 +22,7 @@ from lresizervit.report import FIGURES, residual_bins, write_report
 from lresizervit.run import fold_dir, write_cv
 from tests.conftest import copy_experiment
 from tests.facts import FOLD, ID, META_COLUMNS, TARGET, TASK
+from tests.tiny import SETS
 
 ROOT = Path(__file__).resolve().parents[1]
 ALWAYS = ("learning_curves", "oof_scatter", "residual_by_bin")
@@ -30,9 +31,8 @@ ALWAYS = ("learning_curves", "oof_scatter", "residual_by_bin")
 def tiny_config(tmp: Path, *extra: str) -> Config:
     return load_config(ROOT / "configs" / "demo.yaml", [
         "name=tiny", f"output_dir={tmp / 'models'}", f"data.dir={tmp / 'data'}",
-        f"data.folds_csv={tmp / 'folds.csv'}", "data.n_folds=2", "data.image_size=32",
-        "model.resizer.target_size=16", "model.resizer.filters=4", "model.metadata_units=4",
-        "model.head_units=8", "train.epochs=1", "train.batch_size=8", *extra,
+        f"data.folds_csv={tmp / 'folds.csv'}", "data.n_folds=2", *SETS, "train.epochs=1", "train.batch_size=8",
+        *extra,
     ])
 
 

@@ -44,17 +44,19 @@ def tiny_experiment(tmp_path: Path, n_train: int, seed: int, train: dict, resize
 
 
 def test_kill_and_resume_then_skip(tmp_path):
+    epochs = 12
     py = sys.executable
-    cfg_path = tiny_experiment(tmp_path, 24, 3, {"epochs": 40})
+    # Killed after 3 backed-up epochs (polled every 50 ms): 12 leave the kill room and the resume 8 or 9 to train.
+    cfg_path = tiny_experiment(tmp_path, 24, 3, {"epochs": epochs})
     fold = tmp_path / "models" / "tiny" / "fold_0"
     history = fold / "history.csv"
 
-    # Kill once a few epochs are backed up, well before the 40th.
+    # Kill once a few epochs are backed up, well before the last.
     proc = train_until_backed_up(cfg_path, fold, 3)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     done_before = backup_epochs(fold)
-    assert 3 <= done_before < 40
+    assert 3 <= done_before < epochs
     assert not (fold / "metrics.json").exists()  # the killed fold is not complete
 
     out = run([py, "-m", "lresizervit", "train", str(cfg_path), "--fold", "0"], ROOT).stdout
@@ -62,9 +64,9 @@ def test_kill_and_resume_then_skip(tmp_path):
     # The resumed run trained only the remaining epochs.
     assert f"fold 0 epoch {done_before:3d}" not in out and f"fold 0 epoch {done_before + 1:3d}" in out
     hist = pd.read_csv(history)
-    assert hist["epoch"].tolist() == list(range(1, 41))
+    assert hist["epoch"].tolist() == list(range(1, epochs + 1))
     metrics = json.loads((fold / "metrics.json").read_text())
-    assert metrics["resumed_after_epoch"] == done_before and metrics["epochs"] == 40
+    assert metrics["resumed_after_epoch"] == done_before and metrics["epochs"] == epochs
     assert (fold / "model.weights.h5").is_file() and (fold / "oof.csv").is_file()
     assert not (fold / "backup").exists()  # removed once the fold is complete
     assert any((fold / "logs").rglob("events.out.tfevents.*"))
@@ -74,7 +76,7 @@ def test_kill_and_resume_then_skip(tmp_path):
     out = run([py, "-m", "lresizervit", "train", str(cfg_path), "--fold", "0"], ROOT).stdout
     assert "already trained" in out and (fold / "metrics.json").stat().st_mtime_ns == stamp
     out = run([py, "-m", "lresizervit", "train", str(cfg_path), "--fold", "0", "--force",
-               "--set", "train.epochs=40", "--set", "train.patience=2"], ROOT, check=False)
+               "--set", f"train.epochs={epochs}", "--set", "train.patience=2"], ROOT, check=False)
     # A changed config is refused even with --force: patience is part of what trained the experiment.
     assert out.returncode == 2 and "train.patience" in out.stderr
 

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from lresizervit.training.strategy import make_strategy, multi_worker_task
+from tests.tiny import SETS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,9 +62,7 @@ from lresizervit.config import load_config
 from lresizervit.training.strategy import make_strategy
 from lresizervit.training.trainer import compile_model
 
-overrides = ["data.image_size=32", "model.resizer.target_size=16", "model.resizer.filters=4",
-             "model.metadata_units=4", "model.head_units=8", "model.head_dropout=0.0",
-             "train.warmup_fraction=0.0", "train.learning_rate=0.002", "train.epochs=1"]
+overrides = json.loads(sys.argv[1])  # the tiny model's, then the recipe's
 rng = np.random.default_rng(0)
 x = {"image": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
      "metadata": rng.integers(0, 2, (8, 12)).astype("float32")}
@@ -89,8 +88,10 @@ print(json.dumps({"one": one, "two": two}))
 @pytest.mark.slow
 def test_two_replicas_match_one_on_the_same_global_batch():
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, "-c", TWO_REPLICAS], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    overrides = [*SETS, "model.head_dropout=0.0", "train.warmup_fraction=0.0", "train.learning_rate=0.002",
+                 "train.epochs=1"]
+    proc = subprocess.run([sys.executable, "-c", TWO_REPLICAS, json.dumps(overrides)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     (n1, loss1), (n2, loss2) = result["one"], result["two"]

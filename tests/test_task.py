@@ -24,6 +24,7 @@ from lresizervit.task import PAWPULARITY, Task
 from tests.conftest import copy_experiment
 from tests.facts import TASK
 from tests.test_models import tiny_model_config
+from tests.tiny import shrink_model
 
 ROOT = Path(__file__).resolve().parents[1]
 OTHER = Task(competition="my-image-regression", id_column="image_id", target_column="score",
@@ -193,8 +194,7 @@ def test_another_task_trains_and_predicts_a_valid_submission(tmp_path):
     tree["output_dir"] = str(tmp_path / "models")
     tree["data"].update(dir=str(tmp_path / "data"), folds_csv=str(tmp_path / "folds.csv"), n_folds=2,
                         image_size=32, cache=False)
-    tree["model"]["resizer"].update(target_size=16, filters=4)
-    tree["model"].update(metadata_units=4, head_units=8)
+    shrink_model(tree)
     tree["train"].update(epochs=1, batch_size=8, tensorboard=False)
     tree["predict"].update(out_dir=str(tmp_path / "submissions"), batch_size=8)
     cfg = tmp_path / "task.yaml"

@@ -26,6 +26,7 @@ import yaml
 from lresizervit.kaggle_io import kernel
 from tests.conftest import ROOT
 from tests.facts import TASK
+from tests.tiny import shrink_model
 
 SLUG = TASK.competition
 OWNER = "someone"
@@ -69,8 +70,7 @@ def sandbox(tmp_path_factory) -> dict:
     tree.update(name="kern", output_dir="models")
     tree["data"].update(dir=str(root / "data"), folds_csv="folds/train_folds.csv", n_folds=2, image_size=32,
                         cache=False)
-    tree["model"]["resizer"].update(target_size=16, filters=4)
-    tree["model"].update(metadata_units=4, head_units=8)
+    shrink_model(tree)
     tree["train"].update(epochs=1, batch_size=8, tensorboard=True)
     tree["predict"].update(batch_size=8, tta="hflip")
     code = root / "code"

@@ -95,8 +95,8 @@ class ResizerConfig:
 
 @dataclass
 class BackboneConfig:
-    # A native ViT from the registry (vit_tiny_demo, vit_ti16, vit_s16, vit_b16, vit_b8, vit_l16), a
-    # pretrained keras-hub preset: "keras_hub:<preset folder or name>", or a pretrained SavedModel:
+    # A native ViT from the registry (vit_tiny_demo, vit_micro, vit_ti16, vit_s16, vit_b16, vit_b8, vit_l16),
+    # a pretrained keras-hub preset: "keras_hub:<preset folder or name>", or a pretrained SavedModel:
     # "savedmodel:/local/dir" or "hub:<TF-Hub / Kaggle Models handle>".
     name: str = "vit_b16"
     # Pool tokens with the class token ("cls") or by averaging them ("gap").

@@ -22,9 +22,11 @@ class ViTSpec:
     mlp_dim: int
 
 
-# The paper's Table 1 (Ti and S from DeiT), plus a tiny one that trains on a laptop CPU in minutes.
+# The paper's Table 1 (Ti and S from DeiT), plus a tiny one that trains on a laptop CPU in minutes and a
+# one-block one for smoke runs (the test suite trains it: its train step traces in a fraction of the time).
 VIT_VARIANTS: dict[str, ViTSpec] = {
     "vit_tiny_demo": ViTSpec(patch_size=4, hidden_dim=64, depth=4, num_heads=4, mlp_dim=128),
+    "vit_micro": ViTSpec(patch_size=4, hidden_dim=16, depth=1, num_heads=2, mlp_dim=32),
     "vit_ti16": ViTSpec(patch_size=16, hidden_dim=192, depth=12, num_heads=3, mlp_dim=768),
     "vit_s16": ViTSpec(patch_size=16, hidden_dim=384, depth=12, num_heads=6, mlp_dim=1536),
     "vit_b16": ViTSpec(patch_size=16, hidden_dim=768, depth=12, num_heads=12, mlp_dim=3072),
