@@ -25,19 +25,20 @@ from lresizervit.models.backbones import (
     build_savedmodel_backbone,
     resolve_backbone_path,
 )
-from lresizervit.models.vit import build_vit
+from lresizervit.models.vit import VIT_VARIANTS, build_vit
+from tests.tiny import BACKBONE
 
 SIZE = 16
-FEATURES = 64  # vit_tiny_demo's hidden_dim
+FEATURES = VIT_VARIANTS[BACKBONE].hidden_dim
 
 
 @pytest.fixture(scope="module")
 def savedmodel_dir(tmp_path_factory) -> str:
-    """A SavedModel like TF-Hub's ViT feature extractors: float32 [None, 16, 16, 3] → {"output_0": [None, 64]}."""
+    """A SavedModel like TF-Hub's ViT feature extractors: float32 [None, 16, 16, 3] → {"output_0": [None, FEATURES]}."""
     keras.utils.set_random_seed(0)
     path = str(tmp_path_factory.mktemp("backbone") / "vit_tiny_fe")
     # model.export writes a "serve" tf.function and a "serving_default" signature over the same variables.
-    build_vit("vit_tiny_demo", SIZE).export(path, verbose=False)
+    build_vit(BACKBONE, SIZE).export(path, verbose=False)
     return path
 
 
@@ -214,7 +215,7 @@ def test_mixed_bfloat16_keeps_the_signature_float32(savedmodel_dir, mixed_bfloat
 
 
 def test_registry_names_and_patch_sizes(savedmodel_dir):
-    native = build_backbone("vit_tiny_demo", SIZE, pooling="gap")
+    native = build_backbone(BACKBONE, SIZE, pooling="gap")
     assert native.output_shape == (None, FEATURES)
     assert backbone_patch_size("vit_tiny_demo") == 4
     assert backbone_patch_size("savedmodel:/anywhere") is None

@@ -8,6 +8,7 @@ import pytest
 
 from lresizervit.cli import main
 from lresizervit.data.synth import SynthParams, generate
+from tests.conftest import copy_experiment
 from tests.tiny import BACKBONE, SETS
 
 
@@ -256,10 +257,12 @@ print("EXIT", code, "TENSORFLOW", "tensorflow" in sys.modules, "KERAS", "keras" 
 
 
 @pytest.mark.parametrize("command", [["weights", "check"], ["cv"]])
-def test_commands_that_only_read_files_do_not_import_tensorflow(tiny_experiment, command):
+def test_commands_that_only_read_files_do_not_import_tensorflow(tiny_experiment, tmp_path, command):
     """train_folds.sh runs `weights check` and `cv` on every call; importing TensorFlow costs ~4-5 s each
-    on a 2-core CPU, for a native backbone's check or a table of the folds' OOF files."""
-    proc = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, *command, str(tiny_experiment / "tiny.yaml")],
+    on a 2-core CPU, for a native backbone's check or a table of the folds' OOF files. On a copy: `cv` writes
+    cv.json and oof.csv, and other workers copy the shared experiment."""
+    config = copy_experiment(tiny_experiment, tmp_path / "exp")
+    proc = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, *command, str(config)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "EXIT 0 TENSORFLOW False KERAS False"

@@ -15,6 +15,7 @@ import pytest
 
 from lresizervit.bench.predict_memory import parse_counts
 from lresizervit.cli import main
+from tests.tiny import BACKBONE
 
 
 def untrained_experiment(root: Path, n_test: int, image_size: int, batch_size: int, tta: str = "hflip") -> Path:
@@ -30,7 +31,7 @@ def untrained_experiment(root: Path, n_test: int, image_size: int, batch_size: i
     cfg_path = root / "c.yaml"
     cfg_path.write_text(
         f"name: x\noutput_dir: {root / 'models'}\ndata:\n  dir: {root / 'data'}\n  image_size: {image_size}\n"
-        "model:\n  resizer:\n    target_size: 16\n    filters: 4\n  backbone:\n    name: vit_micro\n"
+        f"model:\n  resizer:\n    target_size: 16\n    filters: 4\n  backbone:\n    name: {BACKBONE}\n"
         "  metadata_units: 4\n  head_units: 8\n"
         f"predict:\n  batch_size: {batch_size}\n  tta: {tta}\n  out_dir: {root / 'submissions'}\n")
     cfg = load_config(cfg_path)
