@@ -14,7 +14,7 @@ from lresizervit.bench.runner import run_in_process
 from lresizervit.bench.step import parse_variants, step_comparisons, variant_name
 from lresizervit.cli import main
 from lresizervit.config import load_config
-from tests.tiny import BACKBONE
+from tests.tiny import BACKBONE, SET_ARGS
 
 
 def tiny_known_model() -> keras.Model:
@@ -90,14 +90,10 @@ def test_parse_variants():
         parse_variants("learned@big", 96)
 
 
-TINY = ["--set", "data.image_size=32", "--set", "model.resizer.target_size=16", "--set", "model.resizer.filters=4",
-        "--set", f"model.backbone.name={BACKBONE}", "--set", "model.head_units=8", "--set", "model.metadata_units=8"]
-
-
 def test_bench_step_one_variant_in_its_own_process(tmp_path, capsys):
     out, md = tmp_path / "step.json", tmp_path / "step.md"
     assert main(["bench", "configs/demo.yaml", "--what", "step", "--variants", "conv_after_resize@32", "--batch", "2",
-                 "--steps", "2", "--matmul-size", "256", "--json", str(out), "--md", str(md), *TINY]) == 0
+                 "--steps", "2", "--matmul-size", "256", "--json", str(out), "--md", str(md), *SET_ARGS]) == 0
     result = json.loads(out.read_text())
     (name, row), = result["variants"].items()
     assert name == "conv_after_resize 32->16" and row["precision"] == "float32"
@@ -115,7 +111,7 @@ def test_bench_step_on_both_backends_side_by_side(tmp_path):
     out = tmp_path / "step.json"
     assert main(["bench", "configs/demo.yaml", "--what", "step", "--variants", "bilinear@32", "--batch", "2",
                  "--steps", "2", "--matmul-size", "256", "--backends", "tensorflow,jax", "--json", str(out),
-                 *TINY]) == 0
+                 *SET_ARGS]) == 0
     result = json.loads(out.read_text())
     assert result["backends"] == ["tensorflow", "jax"]
     tf_row, jax_row = result["variants"]["bilinear 32->16 [tensorflow]"], result["variants"]["bilinear 32->16 [jax]"]

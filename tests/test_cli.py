@@ -9,7 +9,7 @@ import pytest
 from lresizervit.cli import main
 from lresizervit.data.synth import SynthParams, generate
 from tests.conftest import copy_experiment
-from tests.tiny import BACKBONE, SETS
+from tests.tiny import BACKBONE, SET_ARGS
 
 
 def test_config_error_is_one_line_naming_key_and_file(tmp_path, capsys):
@@ -136,7 +136,7 @@ def test_bench_replicas_times_one_and_two_replicas(tmp_path, capsys):
 
     out = tmp_path / "replicas.json"
     assert main(["bench", "configs/demo.yaml", "--what", "replicas", "--batch", "4", "--steps", "2",
-                 "--json", str(out), *[arg for key in SETS for arg in ("--set", key)]]) == 0
+                 "--json", str(out), *SET_ARGS]) == 0
     result = json.loads(out.read_text())
     assert list(result["variants"]) == ["1 replica(s)", "2 replica(s)"]
     for row in result["variants"].values():

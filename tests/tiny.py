@@ -9,17 +9,23 @@ BACKBONE = "vit_micro"
 IMAGE_SIZE = 32
 MODEL = {"resizer": {"target_size": 16, "filters": 4}, "backbone": {"name": BACKBONE}, "metadata_units": 4,
          "head_units": 8}
-# The same as `--set` overrides of configs/demo.yaml (or any config).
-SETS = (f"data.image_size={IMAGE_SIZE}", "model.resizer.target_size=16", "model.resizer.filters=4",
-        f"model.backbone.name={BACKBONE}", "model.metadata_units=4", "model.head_units=8")
 
 
-def shrink_model(tree: dict) -> dict:
-    """Make a config tree's model the tiny one, in place (the other model keys are kept); returns the tree."""
+def _dotted(tree: dict, prefix: str) -> list[str]:
+    return [item for key, value in tree.items()
+            for item in (_dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}={value}"])]
+
+
+# The same as `KEY=VALUE` overrides of configs/demo.yaml (or any config), and as the CLI's `--set` arguments.
+SETS = (f"data.image_size={IMAGE_SIZE}", *_dotted(MODEL, "model."))
+SET_ARGS = tuple(arg for setting in SETS for arg in ("--set", setting))
+
+
+def shrink_model(tree: dict) -> None:
+    """Make a config tree's model the tiny one, in place (the other model keys are kept)."""
     model = tree.setdefault("model", {})
     for key, value in MODEL.items():
         if isinstance(value, dict):
             model.setdefault(key, {}).update(value)
         else:
             model[key] = value
-    return tree
