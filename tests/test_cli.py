@@ -256,14 +256,19 @@ print("EXIT", code, "TENSORFLOW", "tensorflow" in sys.modules, "KERAS", "keras" 
 """
 
 
-@pytest.mark.parametrize("command", [["weights", "check"], ["cv"]])
+@pytest.mark.parametrize("command", [["weights", "check"], ["cv"], ["report"]])
 def test_commands_that_only_read_files_do_not_import_tensorflow(tiny_experiment, tmp_path, command):
-    """train_folds.sh runs `weights check` and `cv` on every call; importing TensorFlow costs ~4-5 s each
-    on a 2-core CPU, for a native backbone's check or a table of the folds' OOF files. On a copy: `cv` writes
-    cv.json and oof.csv, and other workers copy the shared experiment."""
+    """train_folds.sh runs `weights check`, `cv` and `report` on every call; importing TensorFlow costs ~7 s
+    each on a 2-core CPU, for a native backbone's check, a table of the folds' OOF files or the report's
+    figures (the resizer's is drawn from what the trainer saved). On a copy: `cv` and `report` write, and
+    other workers copy the shared experiment."""
     config = copy_experiment(tiny_experiment, tmp_path / "exp")
     proc = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, *command, str(config)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "EXIT 0 TENSORFLOW False KERAS False"
-    assert "CV RMSE" in proc.stdout if command == ["cv"] else f"native {BACKBONE}" in proc.stdout
+    if command == ["report"]:
+        report = (tmp_path / "exp" / "models" / "tiny" / "report" / "report.md").read_text()
+        assert "![learned resizer output](resizer.png)" in report and "skipped" not in report
+    else:
+        assert "CV RMSE" in proc.stdout if command == ["cv"] else f"native {BACKBONE}" in proc.stdout

@@ -19,7 +19,8 @@ from lresizervit.config import Config, load_config
 from lresizervit.data.folds import make_folds, write_folds
 from lresizervit.io_utils import atomic_write_csv, atomic_write_json
 from lresizervit.report import FIGURES, residual_bins, write_report
-from lresizervit.run import fold_dir, write_cv
+from lresizervit.resizer_samples import read_samples
+from lresizervit.run import SAMPLES_FILE, fold_dir, write_cv
 from tests.conftest import copy_experiment
 from tests.facts import FOLD, ID, META_COLUMNS, TARGET, TASK
 from tests.tiny import SETS
@@ -144,6 +145,24 @@ def test_report_of_a_real_tiny_run(tiny_experiment, tmp_path):
     assert f"{cv['cv_rmse']:.3f}" in md
     assert all(f"({name})" in md for name in FIGURES.values())
     assert "clipped to [-1, 1]" in md and "skipped" not in md
+    # Drawn from what the trainer saved: the resizer's output on four fold-0 validation photos.
+    samples = read_samples(fold_dir(cfg.run_dir, 0) / SAMPLES_FILE)
+    assert samples["image"].shape == (4, 32, 32, 3) and samples["learned"].shape == (4, 16, 16, 3)
+    assert samples["interpolation"] == "bilinear" and np.all(np.diff(samples["target"]) >= 0)
+    caption = md.split("## What the resizer learned", 1)[1]
+
+    # An experiment trained before the trainer saved them: the same figure, from the fold-0 model.
+    (fold_dir(cfg.run_dir, 0) / SAMPLES_FILE).unlink()
+    (md_path.parent / FIGURES["resizer"]).unlink()
+    md = write_report(cfg).read_text()
+    check_png(md_path.parent / FIGURES["resizer"])
+    assert md.split("## What the resizer learned", 1)[1] == caption
+
+    # A damaged samples file: an error naming it, and the report already on disk left as it was.
+    (fold_dir(cfg.run_dir, 0) / SAMPLES_FILE).write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ValueError, match=rf"{SAMPLES_FILE}: not a resizer samples file"):
+        write_report(cfg)
+    assert md_path.read_text() == md
 
     # The same run with one fold's history gone: an error that names the file, not a half report.
     broken = load_config(tmp_path / "run" / "tiny.yaml", [f"output_dir={tmp_path / 'broken'}"])

@@ -153,6 +153,7 @@ def output_files(working: Path) -> list[str]:
 # What /kaggle/working may hold at the end (kernel.py's docstring; brief (g)).
 ALLOWED = [r"lresizervit-run\.json", r"folds/train_folds\.(csv|json)", r"models/kern\w*/config\.yaml",
            r"models/kern\w*/fold_\d+/(model\.weights\.h5|model\.json|history\.csv|oof\.csv|metrics\.json)",
+           r"models/kern\w*/fold_0/resizer_samples\.npz",
            r"models/kern\w*/fold_\d+/backup/(latest\.weights\.h5|training_metadata\.json)",
            r"models/kern\w*/(cv\.json|oof\.csv|report/[\w.]+)", r"models/kern\w*/logs/fold_\d+\.log"]
 
@@ -338,15 +339,17 @@ def test_a_missing_input_is_one_error_line_naming_what_to_attach(missing, sandbo
 # ------------------------------------------------------------------------------------------------ training
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layout,parallel", [("new", 1), ("old", 2)])
-def test_two_folds_train_under_either_mount_layout(layout, parallel, sandbox, tmp_path):
-    inp = kaggle_input(tmp_path, sandbox, layout)
+def test_two_folds_train_at_once_as_on_two_gpus(sandbox, tmp_path):
+    """GPU T4 x2's job (two folds at once, train_folds.sh --parallel 2) under Kaggle's mount layout of
+    today; the layout before is the TPU job's test, one fold at a time the time-budget test's."""
+    parallel = 2
+    inp = kaggle_input(tmp_path, sandbox, "new")
     before = snapshot(inp)
     working = tmp_path / "working"
     proc = run_kernel(tmp_path, job(parallel=parallel), inp, working)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
-    comp = inp / ("competitions" if layout == "new" else "") / SLUG
+    comp = inp / "competitions" / SLUG
     assert f"competition: {comp}" in proc.stdout and "lresizervit is importable already" in proc.stdout
     assert f"runtime:\n  python {sys.version.split()[0]}" in proc.stdout and "accelerators: none (CPU)" in log
     assert "result: complete: fold 0 complete, fold 1 complete" in proc.stdout
@@ -504,6 +507,7 @@ def test_the_tpu_job_trains_on_jax_in_bfloat16_over_all_devices(sandbox, tmp_pat
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
     assert "warning: the job is for a TPU and none was detected" in proc.stdout
+    assert f"competition: {inp / SLUG}" in proc.stdout  # the mount layout before: /kaggle/input/<slug>
     assert "KERAS_BACKEND=jax" in proc.stdout
     metrics = json.loads((working / "models/kerntpu/fold_0/metrics.json").read_text())
     assert metrics["backend"] == "jax" and len(metrics["devices"]) == 2 and metrics["global_batch"] == 8

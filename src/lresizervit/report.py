@@ -1,8 +1,10 @@
 """A readable report of one trained experiment: `models/<exp>/report/` with four PNGs and `report.md`.
 
-It reads only the training artefacts of the contract in DESIGN.md (`cv.json`, `oof.csv`, and each
-`fold_<k>/history.csv`, `metrics.json`, `model.keras`), the folds file and the train images; never the test
-set. Every file is written atomically and `report.md` last, so a report.md on disk has its figures.
+It reads only the training artefacts of the contract in DESIGN.md (`cv.json`, `oof.csv`, each
+`fold_<k>/history.csv` and `metrics.json`, and the resizer's output on a few photos that the trainer saved in
+`fold_0/resizer_samples.npz`); never the test set, and it does not import TensorFlow. Only for an experiment
+trained before that file existed does it load the fold-0 model, the folds file and the train images instead.
+Every file is written atomically and `report.md` last, so a report.md on disk has its figures.
 
 Figures are drawn on `matplotlib.figure.Figure` with an explicit Agg canvas rather than through pyplot:
 no global backend is switched, no figure registry fills up, and other matplotlib users are unaffected.
@@ -32,6 +34,7 @@ from lresizervit.run import (
     METRICS_FILE,
     OOF_FILE,
     REPORT_DIR,
+    SAMPLES_FILE,
     fold_file,
     fold_model_file,
     read_oof,
@@ -41,7 +44,6 @@ from lresizervit.task import FOLD, Task, rmse
 __all__ = [
     "FIGURES",
     "REPORT_DIR",
-    "RESIZER_IMAGES",
     "load_history",
     "residual_bins",
     "write_report",
@@ -53,7 +55,6 @@ FIGURES = {
     "residual_by_bin": "residual_by_bin.png",
     "resizer": "resizer.png",
 }
-RESIZER_IMAGES = 4
 HISTORY_COLUMNS = ("epoch", "rmse", "val_rmse")
 WIDTH_IN = 8.0
 DPI = 120
@@ -243,74 +244,44 @@ def _residual_figure(oof: pd.DataFrame, cv: dict, task: Task) -> tuple[bytes, pd
 # ---- 4. what the resizer learned ---------------------------------------------------------------------
 
 
-def _pick_validation_images(cfg: Config, n_images: int) -> tuple[pd.DataFrame, str | None]:
-    """Fold-0 validation rows spread over the target range, or (empty, why not)."""
-    from lresizervit.data.folds import read_folds
+def _resizer_samples(cfg: Config) -> tuple[dict | None, str]:
+    """The arrays the trainer saved for fold 0 (resizer_samples.py); computed from the fold-0 model when an
+    experiment trained before that file existed has none (this imports TensorFlow). (None, why) otherwise."""
+    from lresizervit.resizer_samples import compute_samples, read_samples
 
-    folds_csv = Path(cfg.data.folds_csv)
-    if not folds_csv.is_file():
-        return pd.DataFrame(), f"the folds file {folds_csv} is missing"
-    task = cfg.task
-    folds_df, _ = read_folds(folds_csv, task)
-    val = folds_df[folds_df[FOLD] == 0].sort_values([task.target_column, task.id_column]).reset_index(drop=True)
-    # Evenly spaced ranks: low, middle and high scores, not four look-alikes.
-    take = np.unique(np.linspace(0, len(val) - 1, min(n_images, len(val))).round().astype(int))
-    val = val.iloc[take].reset_index(drop=True)
-    paths = [task.image_file(cfg.data.dir, "train", i) for i in val[task.id_column]]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        return pd.DataFrame(), f"the train image {missing[0]} is missing (data.dir is {cfg.data.dir})"
-    return val, None
+    saved = fold_file(cfg.run_dir, 0, SAMPLES_FILE)
+    if saved.is_file():
+        return read_samples(saved), ""
+    model_path = fold_model_file(cfg.run_dir, 0)
+    if not model_path.is_file():
+        return None, f"the fold-0 model {model_path} is missing"
+    from lresizervit.models.fold_model import load_fold_model
+
+    samples, why = compute_samples(cfg, load_fold_model(model_path))
+    return samples, f"{model_path}: {why}" if why.startswith("the model") else why
 
 
-def _resizer_figure(cfg: Config, n_images: int = RESIZER_IMAGES) -> tuple[bytes | None, str]:
+def _resizer_figure(cfg: Config) -> tuple[bytes | None, str]:
     """(PNG, caption) or (None, why it was skipped)."""
     mode = cfg.model.resizer.mode
     if mode != "learned":
         return None, f"model.resizer.mode is {mode!r}: there is no learned resizer to show"
-    model_path = fold_model_file(cfg.run_dir, 0)
-    if not model_path.is_file():
-        return None, f"the fold-0 model {model_path} is missing"
-    val, why = _pick_validation_images(cfg, n_images)
-    if why:
+    samples, why = _resizer_samples(cfg)
+    if samples is None:
         return None, why
-
-    import keras
-
-    from lresizervit.data.augment import apply_transform, eval_transform
-    from lresizervit.data.decode import load_image
-    from lresizervit.models.fold_model import load_fold_model
-    from lresizervit.models.resizer import LearnableResizer, resize_images
-
-    size = cfg.data.image_size
-    transform = eval_transform(size)
-    # Exactly what the validation pipeline feeds the model: decode to short side S, centre crop S x S.
-    images = np.stack([
-        apply_transform(transform, load_image(cfg.task.image_file(cfg.data.dir, "train", i), size), short_side=size)
-        for i in val[cfg.task.id_column]
-    ])
-    model = load_fold_model(model_path)
-    try:
-        layer = model.get_layer("resizer")
-    except ValueError:
-        return None, f"{model_path} has no layer named 'resizer'"
-    if not isinstance(layer, LearnableResizer):
-        return None, f"the 'resizer' layer of {model_path} is a {type(layer).__name__}, not a learned resizer"
-    # The model's own scaling (Rescaling(1/127.5, offset=-1)), then its resizer in inference mode.
-    x = images.astype("float32") / 127.5 - 1.0
-    learned = np.asarray(keras.ops.convert_to_numpy(layer(x, training=False)), dtype=np.float32)
-    plain = np.asarray(keras.ops.convert_to_numpy(resize_images(x, layer.target_size, layer.interpolation)),
-                       dtype=np.float32)
+    images, interpolation, targets = samples["image"], samples["interpolation"], samples["target"]
+    learned, plain = samples["learned"].astype(np.float32), samples["plain"].astype(np.float32)
+    size = images.shape[1]
     outside = float(np.mean(np.abs(learned) > 1.0))
     diff = (learned - plain).mean(axis=-1)
     scale = float(np.max(np.abs(diff))) or 1.0
-    th, tw = layer.target_size
+    th, tw = learned.shape[1:3]
 
     rows = len(images)
     fig = _new_figure(1.4 + 2.05 * rows)
     axes = fig.subplots(rows, 4, squeeze=False)
-    titles = [f"input {size}×{size}", f"{layer.interpolation} {th}×{tw}", f"learned {th}×{tw}",
-              f"learned − {layer.interpolation}\n(±{scale:.2f})"]
+    titles = [f"input {size}×{size}", f"{interpolation} {th}×{tw}", f"learned {th}×{tw}",
+              f"learned − {interpolation}\n(±{scale:.2f})"]
     for r in range(rows):
         panels = [
             (images[r], "auto", {}),
@@ -327,15 +298,15 @@ def _resizer_figure(cfg: Config, n_images: int = RESIZER_IMAGES) -> tuple[bytes 
             ax.grid(False)
             if r == 0:
                 ax.set_title(titles[c], fontsize=12)
-        axes[r, 0].set_ylabel(f"{val[cfg.task.target_column].iloc[r]:g}", rotation=0, labelpad=18, va="center")
+        axes[r, 0].set_ylabel(f"{targets[r]:g}", rotation=0, labelpad=18, va="center")
     fig.supylabel(f"true {cfg.task.target_column}")
     fig.suptitle("What the learned resizer does (fold 0 validation images)")
     fig.supxlabel(f"Learned output clipped to [-1, 1] for display ({outside:.1%} of its values lie outside).\n"
-                  f"Right: learned − {layer.interpolation}, mean over RGB, red = brighter.", fontsize=12)
+                  f"Right: learned − {interpolation}, mean over RGB, red = brighter.", fontsize=12)
     caption = (f"for {rows} fold-0 validation images: the input as the model sees it ({size}×{size}), a plain "
-               f"antialiased {layer.interpolation} resize to {th}×{tw}, the learned resizer's output (clipped "
+               f"antialiased {interpolation} resize to {th}×{tw}, the learned resizer's output (clipped "
                f"to [-1, 1] for display: its output is unbounded, and {outside:.1%} of its values lie outside) "
-               f"and the difference learned − {layer.interpolation} (mean over RGB, symmetric scale ±{scale:.2f}).")
+               f"and the difference learned − {interpolation} (mean over RGB, symmetric scale ±{scale:.2f}).")
     return _png_bytes(fig), caption
 
 
@@ -365,11 +336,11 @@ def _section(title: str, file: str, alt: str, sentence: str) -> str:
     return f"## {title}\n\n![{alt}]({file})\n\n{sentence}\n"
 
 
-def write_report(cfg: Config, n_resizer_images: int = RESIZER_IMAGES) -> Path:
+def write_report(cfg: Config) -> Path:
     """Write `<run_dir>/report/` (4 PNGs, or 3 without a learned resizer, and report.md); returns report.md.
 
-    `cfg` should be the run's own config (`run.trained_config`); only `data.dir` and
-    `data.folds_csv` are read for the resizer figure. Missing required artefacts raise
+    `cfg` should be the run's own config (`run.trained_config`); `data.dir` and `data.folds_csv` are read
+    only for an experiment whose fold 0 has no resizer_samples.npz. Missing required artefacts raise
     `FileNotFoundError` naming the file; the optional resizer figure is skipped with a note instead.
     """
     run = Path(cfg.run_dir)
@@ -385,7 +356,7 @@ def write_report(cfg: Config, n_resizer_images: int = RESIZER_IMAGES) -> Path:
         curves = _learning_curves(run, cv, task.target_column)
         scatter = _oof_scatter(oof, cv, task)
         residuals, bins = _residual_figure(oof, cv, task)
-        resizer_png, resizer_note = _resizer_figure(cfg, n_resizer_images)
+        resizer_png, resizer_note = _resizer_figure(cfg)
     atomic_write_bytes(out_dir / FIGURES["learning_curves"], curves)
     atomic_write_bytes(out_dir / FIGURES["oof_scatter"], scatter)
     atomic_write_bytes(out_dir / FIGURES["residual_by_bin"], residuals)

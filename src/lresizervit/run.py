@@ -43,6 +43,8 @@ MODEL_SPEC_FILE = "model.json"
 LEGACY_MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
+# Fold 0 only: its learned resizer on a few validation photos, drawn by `report` (resizer_samples.py).
+SAMPLES_FILE = "resizer_samples.npz"
 BACKUP_DIR = "backup"
 LOGS_DIR = "logs"
 REPORT_DIR = "report"

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold
 
 from lresizervit.data.schema import SchemaError, read_table
 from lresizervit.io_utils import atomic_write_csv
@@ -78,6 +77,9 @@ def make_folds(train_df: pd.DataFrame, n_folds: int, seed: int, task: Task,
     unit_target = np.bincount(unit, weights=target.to_numpy(np.float64)) / np.bincount(unit)
     bins = target_bins(unit_target, int(n_folds))
     unit_fold = np.full(n_units, -1, dtype="int64")
+    # Imported here: every command reads the folds file, only this one needs scikit-learn (~2 s to import).
+    from sklearn.model_selection import StratifiedKFold
+
     skf = StratifiedKFold(n_splits=int(n_folds), shuffle=True, random_state=seed)
     for fold, (_, val_idx) in enumerate(skf.split(np.zeros(len(bins)), bins)):
         unit_fold[val_idx] = fold

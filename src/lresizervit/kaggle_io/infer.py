@@ -18,11 +18,13 @@ from lresizervit.kaggle_io.kernels import (
     slugify,
     wait_for_kernel,
 )
+from lresizervit.run import SAMPLES_FILE
 
 INFER_SCRIPT = "lresizervit_infer.py"
 SUBMISSION = "submission.csv"
-# Left out of an experiment's dataset: `kaggle train`'s own files, TensorBoard logs, resumable backups.
-IGNORED = ["kaggle/", "logs/", "*/logs/", "backup/", "*/backup/", "report/"]
+# Left out of an experiment's dataset: `kaggle train`'s own files, TensorBoard logs, resumable backups, the
+# report and what only it reads.
+IGNORED = ["kaggle/", "logs/", "*/logs/", "backup/", "*/backup/", "report/", SAMPLES_FILE]
 
 # The kernel's one file: runs the inference.py packaged with the first experiment found, under either of
 # Kaggle's mount layouts (/kaggle/input/datasets/<owner>/<slug>/... or /kaggle/input/<slug>/...).

@@ -26,7 +26,8 @@ The job (`render_train_script`), written as JSON on the script's `JOB = {}` line
 
 The kernel's /kaggle/working at the end:
     models/<exp>/           config.yaml; per fold model.weights.h5, model.json, history.csv, oof.csv,
-                            metrics.json (complete), or backup/ with one checkpoint (interrupted); once every
+                            metrics.json (complete; fold 0 also resizer_samples.npz, the report's resizer
+                            figure), or backup/ with one checkpoint (interrupted); once every
                             fold of the folds file is complete here, cv.json, oof.csv and report/; with
                             --parallel, logs/fold_<k>.log
     folds/<folds file>.csv  and its .json sidecar

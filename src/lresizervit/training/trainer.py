@@ -41,6 +41,7 @@ from lresizervit.models.regressor import (
     metadata_stats,
 )
 from lresizervit.models.tta import predict_models, tta_views
+from lresizervit.resizer_samples import write_samples
 from lresizervit.run import (
     BACKUP_DIR,
     HISTORY_FILE,
@@ -50,6 +51,7 @@ from lresizervit.run import (
     MODEL_FILE,
     MODEL_SPEC_FILE,
     OOF_FILE,
+    SAMPLES_FILE,
     check_run_config,
     ensure_run_config,
     fold_dir,
@@ -337,7 +339,7 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
     resumed = backup_epoch(backup)
     if not resumed:
         # A fresh start: a model or OOF left by an earlier attempt must not stand in for this one.
-        for name in (MODEL_FILE, MODEL_SPEC_FILE, LEGACY_MODEL_FILE, OOF_FILE, HISTORY_FILE):
+        for name in (MODEL_FILE, MODEL_SPEC_FILE, LEGACY_MODEL_FILE, OOF_FILE, HISTORY_FILE, SAMPLES_FILE):
             (out / name).unlink(missing_ok=True)
     print(f"fold {fold}/{n_folds - 1}: {len(train_df)} train, {len(val_df)} val images, "
           f"{model.count_params():,} parameters, {cfg.train.epochs} epochs, {placement.description}, "
@@ -383,6 +385,8 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
     oof = val_df[[task.id_column, FOLD, task.target_column]].copy()
     oof["pred"] = predict_models([best], val_ds, cfg.predict.tta, task)
     atomic_write_csv(out / OOF_FILE, oof)
+    if fold == 0 and cfg.model.resizer.mode == "learned":
+        write_samples(cfg, best, out)  # what the report's resizer figure shows, so `report` needs no model
     metrics = {
         "fold": fold,
         "n_folds": n_folds,
