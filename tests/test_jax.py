@@ -93,16 +93,30 @@ def test_cli_refuses_a_key_that_contradicts_keras_backend(jax_cache):
     assert len(err) == 1 and "train.backend is 'jax'" in err[0] and "KERAS_BACKEND=tensorflow" in err[0]
 
 
+# `train` as the CLI runs it, then whether Keras was imported.
+WITH_KERAS = """
+import sys
+from lresizervit.cli import main
+code = main(sys.argv[1:])
+print("EXIT", code, "KERAS", "keras" in sys.modules)
+"""
+
+
 def test_tensorflow_only_parts_are_refused_on_jax_before_training(tmp_path, jax_cache):
+    """Refused before Keras starts (~7 s on a CPU), whether KERAS_BACKEND or the config's key says jax."""
     cfg = make_data(tmp_path, 12, 2)
-    env = env_for("jax", jax_cache)
-    for settings, key in ((["model.backbone.name=savedmodel:/nowhere"], "model.backbone.name"),
-                          (["train.strategy=multi_worker"], "train.strategy"),
-                          (["model.resizer.mode=bilinear", "model.resizer.interpolation=area"],
-                           "model.resizer.interpolation")):
+    cases = ((["model.backbone.name=savedmodel:/nowhere"], "model.backbone.name", "jax"),
+             (["train.strategy=multi_worker"], "train.strategy", "jax"),
+             (["model.resizer.mode=bilinear", "model.resizer.interpolation=area"], "model.resizer.interpolation",
+              None),
+             (["model.backbone.name=hub:https://tfhub.dev/x/1"], "model.backbone.name", None))
+    for settings, key, keras_backend in cases:
         sets = [arg for setting in settings for arg in ("--set", setting)]
-        proc = run([sys.executable, "-m", "lresizervit", "train", str(cfg), "--fold", "0", *sets], env, check=False)
-        assert proc.returncode == 2, proc.stderr[-3000:]
+        if keras_backend is None:
+            sets += ["--set", "train.backend=jax"]
+        proc = run([sys.executable, "-c", WITH_KERAS, "train", str(cfg), "--fold", "0", *sets],
+                   env_for(keras_backend, jax_cache), check=False)
+        assert proc.stdout.strip().splitlines()[-1] == "EXIT 2 KERAS False", proc.stdout + proc.stderr[-3000:]
         err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert len(err) == 1 and key in err[0] and "jax" in err[0].lower(), err
     assert not (tmp_path / "models").exists()  # nothing was trained or written

@@ -75,6 +75,41 @@ def _select(requested: str) -> str:
     return running()
 
 
+def planned(requested: str) -> str | None:
+    """The backend Keras will start on for `requested` (a value of train.backend), known without importing
+    Keras; None when only importing it would tell (`auto` without KERAS_BACKEND: ~/.keras/keras.json), or
+    when `select` is going to refuse the combination anyway."""
+    if "keras" in sys.modules:
+        return None
+    env = os.environ.get("KERAS_BACKEND") or None
+    if requested == "auto":
+        return env
+    return requested if env in (None, requested) else None
+
+
+MULTI_WORKER_ON_JAX = ("train.strategy: multi_worker is TensorFlow's (TF_CONFIG) and does not run on JAX. On "
+                       "several JAX hosts call keras.distribution.initialize() on each and use train.strategy: "
+                       "auto (README, 'Several hosts on JAX'), or set train.backend: tensorflow")
+
+
+def check_support(cfg, backend: str | None) -> None:
+    """Refuse what only TensorFlow runs when Keras runs (or will run) on `backend`, naming the config key;
+    None (not known yet) passes. Needs no Keras: `train` calls it before Keras starts (~7 s on a CPU)."""
+    from lresizervit.models.preset_files import is_savedmodel_spec
+
+    if backend in (None, "tensorflow"):
+        return
+    if is_savedmodel_spec(cfg.model.backbone.name):
+        raise ValueError(f"model.backbone.name {cfg.model.backbone.name!r} is a TF SavedModel (TFSMLayer), which "
+                         f"only TensorFlow runs, and Keras runs on {backend}: use a keras_hub: backbone (the same "
+                         f"ViTs are keras-hub presets) or train with train.backend: tensorflow")
+    if cfg.model.resizer.mode != "none" and cfg.model.resizer.interpolation == "area":
+        raise ValueError(f"model.resizer.interpolation 'area' has no resize in Keras on {backend}: use bilinear, "
+                         "bicubic or nearest, or train with train.backend: tensorflow")
+    if cfg.train.strategy == "multi_worker":
+        raise ValueError(MULTI_WORKER_ON_JAX)
+
+
 def predict_batch(model, x, rows: int | None = None):
     """`model.predict_on_batch` on a batch from tf.data, on either backend.
 

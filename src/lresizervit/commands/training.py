@@ -6,13 +6,14 @@ from lresizervit.commands.common import config, with_config
 
 
 def cmd_train(args) -> int | None:
-    from lresizervit.backend import select
+    from lresizervit.backend import check_support, planned, select
     from lresizervit.run import BACKUP_DIR, fold_dir, fold_is_complete
     from lresizervit.training.backup import backup_epoch
     from lresizervit.training.deadline import EXIT_TEMPFAIL, Deadline, TimeBudgetExceeded
 
     cfg = config(args)
     deadline = Deadline.from_env()  # LRESIZERVIT_DEADLINE: a Kaggle session's time budget
+    check_support(cfg, planned(cfg.train.backend))  # what only TensorFlow runs, refused before Keras starts
     try:
         if deadline is not None and (args.force or not fold_is_complete(cfg.run_dir, args.fold)):
             # Checked again by the trainer; here first, so a fold that cannot fit costs no Keras start.

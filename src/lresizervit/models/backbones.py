@@ -32,11 +32,10 @@ from keras import layers
 # Imported here (it imports keras_hub only when a keras_hub: backbone is built) so that its layers are
 # registered wherever a saved model is reloaded.
 from lresizervit.models.keras_hub_backbone import build_keras_hub_backbone, is_keras_hub_spec
+from lresizervit.models.preset_files import HUB_PREFIX, SAVEDMODEL_PREFIX, is_savedmodel_spec
 from lresizervit.models.vit import VIT_VARIANTS, build_vit, get_vit_spec
 from lresizervit.net import unreachable
 
-SAVEDMODEL_PREFIX = "savedmodel:"
-HUB_PREFIX = "hub:"
 # The config key that sets the size the backbone sees; named in errors so the user knows what to change.
 TARGET_SIZE_KEY = "model.resizer.target_size"
 
@@ -121,10 +120,6 @@ class TrainableTFSMLayer(layers.TFSMLayer):
 
     def get_config(self):
         return {**super().get_config(), "output_key": self.output_key}
-
-
-def is_savedmodel_spec(name_or_spec: str) -> bool:
-    return name_or_spec.startswith((SAVEDMODEL_PREFIX, HUB_PREFIX))
 
 
 def _offline_advice(spec: str) -> str:

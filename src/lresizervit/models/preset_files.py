@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 
 KERAS_HUB_PREFIX = "keras_hub:"
+# A TF SavedModel backbone, from a folder or TF-Hub (models/backbones.py): TensorFlow only.
+SAVEDMODEL_PREFIX = "savedmodel:"
+HUB_PREFIX = "hub:"
 # Written by `weights blank` into a preset folder of random weights (timing only).
 BLANK_MARKER = "BLANK_WEIGHTS.txt"
 
@@ -16,3 +19,7 @@ def blank_weights_warning(folder: str | os.PathLike) -> str | None:
         return None
     return (f"WARNING: {os.path.join(folder, BLANK_MARKER)}: this preset has RANDOM weights (written by "
             "`weights blank`, for timing only); training from it is training from scratch")
+
+
+def is_savedmodel_spec(name_or_spec: str) -> bool:
+    return name_or_spec.startswith((SAVEDMODEL_PREFIX, HUB_PREFIX))

@@ -18,6 +18,8 @@ from typing import Any
 
 import keras
 
+from lresizervit.backend import MULTI_WORKER_ON_JAX, check_support
+
 
 @dataclasses.dataclass
 class Placement:
@@ -37,20 +39,7 @@ class Placement:
 
 def check_backend_support(cfg) -> None:
     """Refuse, before anything is trained, what only TensorFlow runs, naming the config key."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        return
-    from lresizervit.models.backbones import is_savedmodel_spec
-
-    if is_savedmodel_spec(cfg.model.backbone.name):
-        raise ValueError(f"model.backbone.name {cfg.model.backbone.name!r} is a TF SavedModel (TFSMLayer), which "
-                         f"only TensorFlow runs, and Keras runs on {backend}: use a keras_hub: backbone (the same "
-                         f"ViTs are keras-hub presets) or train with train.backend: tensorflow")
-    if cfg.model.resizer.mode != "none" and cfg.model.resizer.interpolation == "area":
-        raise ValueError(f"model.resizer.interpolation 'area' has no resize in Keras on {backend}: use bilinear, "
-                         "bicubic or nearest, or train with train.backend: tensorflow")
-    if cfg.train.strategy == "multi_worker":
-        _jax_placement("multi_worker")
+    check_support(cfg, keras.backend.backend())
 
 
 def make_placement(name: str, tf_strategy: Any = None) -> Placement:
@@ -79,10 +68,7 @@ def _jax_placement(name: str) -> Placement:
     if name not in STRATEGIES:
         raise ValueError(f"train.strategy must be one of {STRATEGIES}, got {name!r}")
     if name == "multi_worker":
-        raise ValueError("train.strategy: multi_worker is TensorFlow's (TF_CONFIG) and does not run on JAX. "
-                         "On several JAX hosts call keras.distribution.initialize() on each and use "
-                         "train.strategy: auto (README, 'Several hosts on JAX'), or set train.backend: "
-                         "tensorflow")
+        raise ValueError(MULTI_WORKER_ON_JAX)
     devices = jax.devices()
     names = [f"{d.platform}:{d.id}" for d in devices]
     if name == "tpu" and devices[0].platform != "tpu":
