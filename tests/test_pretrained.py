@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.test_cli import NO_TENSORFLOW
 from tests.test_end_to_end import ROOT, run, tiny_config
 from tests.test_keras_hub_backbone import write_tiny_preset
 
@@ -18,13 +19,20 @@ PY = sys.executable
 
 
 def test_weights_fetch_copies_a_preset_folder_whole_and_refuses_to_overwrite(tmp_path):
+    """`weights fetch` of a folder and `weights check` of a config naming one (train_folds.sh's first command)
+    find the preset without importing Keras or TensorFlow (~7 s on a CPU)."""
     src = write_tiny_preset("vit", tmp_path / "src")
     out = tmp_path / "weights" / "vit"
-    assert "keras_hub:" in run([PY, "-m", "lresizervit", "weights", "fetch", src, "--out", str(out)], ROOT).stdout
+    fetched = run([PY, "-c", NO_TENSORFLOW, "weights", "fetch", src, "--out", str(out)], ROOT)
+    assert "keras_hub:" in fetched.stdout and fetched.stdout.splitlines()[-1] == "EXIT 0 TENSORFLOW False KERAS False"
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "src").iterdir())
     again = run([PY, "-m", "lresizervit", "weights", "fetch", src, "--out", str(out)], ROOT, check=False)
     assert again.returncode == 2 and f"--out {out}: exists and is not empty" in again.stderr
     assert not list(out.parent.glob(".*tmp*"))  # no temporary folder left behind
+    checked = run([PY, "-c", NO_TENSORFLOW, "weights", "check", str(tiny_config(tmp_path)), "--set",
+                   f"model.backbone.name=keras_hub:{out}"], ROOT)
+    assert f"keras-hub preset at {out}" in checked.stdout
+    assert checked.stdout.splitlines()[-1] == "EXIT 0 TENSORFLOW False KERAS False"
 
 
 def test_a_preset_name_offline_fails_fast_naming_the_key_and_what_to_attach(tmp_path):

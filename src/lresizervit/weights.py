@@ -39,7 +39,7 @@ def _write_folder(out: Path, fill: Callable[[Path], None], force: bool) -> Path:
 
 def fetch_preset(preset: str, out: str | os.PathLike, force: bool = False) -> Path:
     """Copy keras-hub preset `preset` (a name, a kaggle:// handle or a folder) to the folder `out`."""
-    from lresizervit.models.keras_hub_backbone import resolve_preset
+    from lresizervit.models.preset_files import resolve_preset
 
     out = Path(out)
     _check_out(out, force)  # before a download, not after it
@@ -152,7 +152,7 @@ def cache_preset(handle: str, folder: str | os.PathLike) -> Path:
     from kagglehub.cache import Cache
     from kagglehub.handle import parse_model_handle
 
-    from lresizervit.models.keras_hub_backbone import PRESET_CONFIG_FILE
+    from lresizervit.models.preset_files import PRESET_CONFIG_FILE
 
     try:
         parsed = parse_model_handle(handle.removeprefix("kaggle://").strip("/"))
@@ -183,13 +183,14 @@ def check_backbone(cfg: Config) -> str:
     name = cfg.model.backbone.name
     if ":" not in name:  # a native architecture (no prefix): nothing to find, and no need to import Keras
         return f"native {name}, trained from scratch (no weights to load)"
-    from lresizervit.models.backbones import is_savedmodel_spec, resolve_backbone_path
-    from lresizervit.models.keras_hub_backbone import is_keras_hub_spec, resolve_preset
+    from lresizervit.models.preset_files import KERAS_HUB_PREFIX, is_savedmodel_spec, resolve_preset
 
-    if is_keras_hub_spec(name):
+    if name.startswith(KERAS_HUB_PREFIX):  # a preset folder needs no Keras; a preset name imports keras_hub
         folder = resolve_preset(name.split(":", 1)[1])
         warning = blank_weights_warning(folder)
         return f"keras-hub preset at {folder}" + (f" -- {warning}" if warning else "")
     if is_savedmodel_spec(name):
+        from lresizervit.models.backbones import resolve_backbone_path
+
         return f"SavedModel at {resolve_backbone_path(name)}"
     return f"native {name}, trained from scratch (no weights to load)"

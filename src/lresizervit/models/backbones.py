@@ -32,17 +32,17 @@ from keras import layers
 # Imported here (it imports keras_hub only when a keras_hub: backbone is built) so that its layers are
 # registered wherever a saved model is reloaded.
 from lresizervit.models.keras_hub_backbone import build_keras_hub_backbone, is_keras_hub_spec
-from lresizervit.models.preset_files import HUB_PREFIX, SAVEDMODEL_PREFIX, is_savedmodel_spec
+from lresizervit.models.preset_files import (  # noqa: F401 (BackboneUnavailableError: raised and caught here too)
+    HUB_PREFIX,
+    SAVEDMODEL_PREFIX,
+    BackboneUnavailableError,
+    is_savedmodel_spec,
+)
 from lresizervit.models.vit import VIT_VARIANTS, build_vit, get_vit_spec
 from lresizervit.net import unreachable
 
 # The config key that sets the size the backbone sees; named in errors so the user knows what to change.
 TARGET_SIZE_KEY = "model.resizer.target_size"
-
-
-class BackboneUnavailableError(FileNotFoundError):
-    """A `hub:` or `keras_hub:` backbone cannot be fetched (no network, no cached copy); the message says
-    what to do."""
 
 
 @keras.saving.register_keras_serializable(package="lresizervit")
