@@ -55,7 +55,8 @@ def _trained_model(scratch: Path, path: Path) -> keras.Model:
     experiment.data.image_size = IMAGE
     save_config(experiment, path.parent.parent / "config.yaml")
     model = build_regressor(cfg, IMAGE, TASK)
-    model.compile(keras.optimizers.AdamW(1e-2), loss=make_loss(cfg, TASK))
+    # One step, eagerly: tracing the 4-block ViT's train step would cost more than the step (~10 s a model).
+    model.compile(keras.optimizers.AdamW(1e-2), loss=make_loss(cfg, TASK), run_eagerly=True)
     rng = np.random.default_rng(0)
     x = {"image": rng.integers(0, 256, (4, IMAGE, IMAGE, 3), dtype=np.uint8),
          "metadata": rng.integers(0, 2, (4, len(META_COLUMNS))).astype("float32")}
