@@ -161,11 +161,14 @@ def _archive(cfg, run):
         (fold / "model.json").unlink()
 
 
+def _outputs(model) -> np.ndarray:
+    """The model called eagerly on a fixed batch (the `predict` commands run the traced path)."""
+    return keras.ops.convert_to_numpy(model(_batch(32), training=False))
+
+
 def test_an_archive_of_the_format_before_predicts_and_converts(experiment, tmp_path, capsys):
     cfg, run = experiment
-    # The folds' outputs called eagerly (the `predict` commands below run the traced path).
-    expected = {k: keras.ops.convert_to_numpy(load_fold_model(run / f"fold_{k}" / "model.weights.h5")(_batch(32), training=False))
-                for k in (0, 1)}
+    expected = {k: _outputs(load_fold_model(run / f"fold_{k}" / "model.weights.h5")) for k in (0, 1)}
     _archive(cfg, run)
     assert main(["predict", str(run), "--out", str(tmp_path / "before.csv")]) == 0
     archive_bytes = (run / "fold_0" / "model.keras").stat().st_size
@@ -177,8 +180,8 @@ def test_an_archive_of_the_format_before_predicts_and_converts(experiment, tmp_p
     for k in (0, 1):
         fold = run / f"fold_{k}"
         assert not (fold / "model.keras").exists() and (fold / "model.json").is_file()
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(load_fold_model(fold / "model.weights.h5")(_batch(32), training=False)),
-                                   expected[k], rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(_outputs(load_fold_model(fold / "model.weights.h5")), expected[k], rtol=1e-6,
+                                   atol=1e-5)
     assert main(["predict", str(run), "--out", str(tmp_path / "after.csv")]) == 0
     assert (tmp_path / "before.csv").read_text() == (tmp_path / "after.csv").read_text()
     assert main(["convert", str(run)]) == 0

@@ -4,6 +4,7 @@ everything on JAX runs in a subprocess, with its compile cache in a temp dir (ne
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,6 +92,42 @@ def test_cli_refuses_a_key_that_contradicts_keras_backend(jax_cache):
     assert proc.returncode == 2, proc.stderr
     err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "train.backend is 'jax'" in err[0] and "KERAS_BACKEND=tensorflow" in err[0]
+
+
+def test_the_backend_is_known_before_keras_starts_and_what_only_tensorflow_runs_is_refused_on_it(monkeypatch):
+    """What `train` checks before Keras starts (`planned`), and the check itself, which the trainer repeats on
+    the backend Keras runs (train.backend: auto with ~/.keras/keras.json saying jax is known only then)."""
+    import keras
+
+    from lresizervit.backend import MULTI_WORKER_ON_JAX, check_support, planned
+    from lresizervit.config import load_config
+    from lresizervit.training import placement
+
+    monkeypatch.delitem(sys.modules, "keras")  # as in a fresh `train` process (restored after the test)
+    for requested, env, want in (("jax", None, "jax"), ("jax", "jax", "jax"), ("auto", "jax", "jax"),
+                                 ("auto", None, None), ("tensorflow", None, "tensorflow"),
+                                 ("jax", "tensorflow", None)):  # the last: select() refuses it, naming both
+        if env is None:
+            monkeypatch.delenv("KERAS_BACKEND", raising=False)
+        else:
+            monkeypatch.setenv("KERAS_BACKEND", env)
+        assert planned(requested) == want, (requested, env)
+    monkeypatch.setitem(sys.modules, "keras", keras)
+    assert planned("jax") is None  # Keras runs already: select() compares
+
+    cases = ((("model.backbone.name=savedmodel:/x",), "model.backbone.name 'savedmodel:/x' is a TF SavedModel"),
+             (("model.resizer.interpolation=area",), "model.resizer.interpolation 'area' has no resize"),
+             (("train.strategy=multi_worker",), MULTI_WORKER_ON_JAX))
+    for sets, message in cases:
+        cfg = load_config(ROOT / "configs" / "demo.yaml", sets)
+        for backend in (None, "tensorflow"):
+            check_support(cfg, backend)  # not known yet, or TensorFlow: nothing refused
+        with pytest.raises(ValueError, match=re.escape(message)):
+            check_support(cfg, "jax")
+        # The trainer's check, on the backend Keras reports.
+        with monkeypatch.context() as m, pytest.raises(ValueError, match=re.escape(message)):
+            m.setattr(placement.keras.backend, "backend", lambda: "jax")
+            placement.check_backend_support(cfg)
 
 
 # `train` as the CLI runs it, then whether Keras was imported.

@@ -62,8 +62,10 @@ def test_infer_publishes_pushes_internet_off_checks_and_submits(fake, experiment
     assert {"lresizervit-0.1.0-py3-none-any.whl", "inference.py", "lresizervit_bootstrap.py", "config.yaml",
             "fold_0.zip", "fold_1.zip"} <= set(dataset.files)
     assert not [n for n in dataset.files if n.startswith("kaggle")]
+    assert (run / "fold_0" / "resizer_samples.npz").is_file()  # the trainer wrote it; only `report` reads it
     with zipfile.ZipFile(io.BytesIO(dataset.files["fold_0.zip"])) as zf:
         assert {"model.weights.h5", "model.json", "metrics.json"} <= set(zf.namelist())
+        assert "resizer_samples.npz" not in zf.namelist()
     assert "dataset alice/lresizervit-tiny: blobs_received, waiting" in proc.stdout
 
     # The kernel: GPU, internet off (a code competition's rule), the competition and the dataset attached.

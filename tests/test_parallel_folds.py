@@ -96,7 +96,8 @@ def test_a_failed_fold_stops_no_other_and_a_rerun_matches_a_sequential_run(tiny)
     at the end, cv and report say what is missing. The same command again skips fold 0 and trains fold 1;
     the experiment is then the one a sequential run writes (same files, same config, same OOF rows, a
     cv.json that is what its folds' oof.csv give), each fold with its own log. (Two real folds training at
-    once, with cv.json written by both: the kernel's GPU T4 x2 test, test_train_kernel.py.)"""
+    once, each logging to its own file, with cv.json written by both: the kernel's GPU T4 x2 test in
+    test_train_kernel.py; writers finishing together: the test at the end of this file.)"""
     seq = script(tiny, [str(tiny_config(tiny, "seq"))], tiny / "seq.record", cuda="5,7")
     assert seq.returncode == 0, seq.stdout[-3000:] + seq.stderr[-3000:]
     cfg = str(tiny_config(tiny, "par"))

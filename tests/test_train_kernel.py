@@ -365,6 +365,9 @@ def test_two_folds_train_at_once_as_on_two_gpus(sandbox, tmp_path):
     assert status["started"] <= status["ended"] and status["seconds"] > 0
     files = assert_small_output(working)
     assert "models/kern/cv.json" in files and "folds/train_folds.csv" in files
+    for k in (0, 1):  # trained at once, each fold's output in its own log
+        fold_log = (working / "models" / "kern" / "logs" / f"fold_{k}.log").read_text()
+        assert f"fold {k}: val RMSE" in fold_log and f"fold {1 - k}: val RMSE" not in fold_log
     assert not any("/backup/" in f for f in files)
     saved = yaml.safe_load((working / "models/kern/config.yaml").read_text())
     assert saved["data"]["dir"] == str(comp) and saved["train"]["tensorboard"] is False  # no TensorBoard logs
@@ -501,13 +504,18 @@ def test_the_tpu_job_trains_on_jax_in_bfloat16_over_all_devices(sandbox, tmp_pat
     code = make_code(sandbox, tmp_path / "code", name="kerntpu",
                      train={"backend": "jax", "precision": "mixed_bfloat16", "strategy": "auto", "batch_size": 4})
     inp = kaggle_input(tmp_path, sandbox, "old", code)
+    before = snapshot(inp)
     working = tmp_path / "working"
     proc = run_kernel(tmp_path, job(experiment="kerntpu", folds=[0], accelerator="tpu"), inp, working,
                       env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
     assert "warning: the job is for a TPU and none was detected" in proc.stdout
-    assert f"competition: {inp / SLUG}" in proc.stdout  # the mount layout before: /kaggle/input/<slug>
+    # The mount layout before (/kaggle/input/<slug>), found and left as it was.
+    comp = inp / SLUG
+    assert f"competition: {comp}" in proc.stdout and status_of(working)["inputs"]["competition"] == str(comp)
+    assert yaml.safe_load((working / "models/kerntpu/config.yaml").read_text())["data"]["dir"] == str(comp)
+    assert snapshot(inp) == before
     assert "KERAS_BACKEND=jax" in proc.stdout
     metrics = json.loads((working / "models/kerntpu/fold_0/metrics.json").read_text())
     assert metrics["backend"] == "jax" and len(metrics["devices"]) == 2 and metrics["global_batch"] == 8

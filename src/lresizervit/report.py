@@ -257,8 +257,7 @@ def _resizer_samples(cfg: Config) -> tuple[dict | None, str]:
         return None, f"the fold-0 model {model_path} is missing"
     from lresizervit.models.fold_model import load_fold_model
 
-    samples, why = compute_samples(cfg, load_fold_model(model_path))
-    return samples, f"{model_path}: {why}" if why.startswith("the model") else why
+    return compute_samples(cfg, load_fold_model(model_path), name=str(model_path))
 
 
 def _resizer_figure(cfg: Config) -> tuple[bytes | None, str]:
@@ -341,7 +340,8 @@ def write_report(cfg: Config) -> Path:
 
     `cfg` should be the run's own config (`run.trained_config`); `data.dir` and `data.folds_csv` are read
     only for an experiment whose fold 0 has no resizer_samples.npz. Missing required artefacts raise
-    `FileNotFoundError` naming the file; the optional resizer figure is skipped with a note instead.
+    `FileNotFoundError` naming the file; the optional resizer figure is skipped with a note instead (a
+    damaged fold_0/resizer_samples.npz is a `ValueError` naming it: delete it and rerun).
     """
     run = Path(cfg.run_dir)
     task = cfg.task

@@ -47,8 +47,10 @@ def pick_validation_images(cfg: Config, n_images: int) -> tuple[pd.DataFrame, st
     return val, None
 
 
-def compute_samples(cfg: Config, model, n_images: int = RESIZER_IMAGES) -> tuple[dict | None, str]:
-    """({array name: array}, "") from `model`'s layer named 'resizer', or (None, why not)."""
+def compute_samples(cfg: Config, model, n_images: int = RESIZER_IMAGES,
+                    name: str = "the model") -> tuple[dict | None, str]:
+    """({array name: array}, "") from `model`'s layer named 'resizer', or (None, why not); `name` names the
+    model in that reason."""
     import keras
 
     from lresizervit.data.augment import apply_transform, eval_transform
@@ -58,9 +60,9 @@ def compute_samples(cfg: Config, model, n_images: int = RESIZER_IMAGES) -> tuple
     try:
         layer = model.get_layer("resizer")
     except ValueError:
-        return None, "the model has no layer named 'resizer'"
+        return None, f"{name} has no layer named 'resizer'"
     if not isinstance(layer, LearnableResizer):
-        return None, f"the model's 'resizer' layer is a {type(layer).__name__}, not a learned resizer"
+        return None, f"the 'resizer' layer of {name} is a {type(layer).__name__}, not a learned resizer"
     val, why = pick_validation_images(cfg, n_images)
     if why:
         return None, why

@@ -183,9 +183,9 @@ def check_backbone(cfg: Config) -> str:
     name = cfg.model.backbone.name
     if ":" not in name:  # a native architecture (no prefix): nothing to find, and no need to import Keras
         return f"native {name}, trained from scratch (no weights to load)"
-    from lresizervit.models.preset_files import KERAS_HUB_PREFIX, is_savedmodel_spec, resolve_preset
+    from lresizervit.models.preset_files import is_keras_hub_spec, is_savedmodel_spec, resolve_preset
 
-    if name.startswith(KERAS_HUB_PREFIX):  # a preset folder needs no Keras; a preset name imports keras_hub
+    if is_keras_hub_spec(name):  # a preset folder or kaggle:// handle needs no Keras; a preset name imports keras_hub
         folder = resolve_preset(name.split(":", 1)[1])
         warning = blank_weights_warning(folder)
         return f"keras-hub preset at {folder}" + (f" -- {warning}" if warning else "")

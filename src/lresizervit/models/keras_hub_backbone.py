@@ -56,6 +56,7 @@ from lresizervit.models.preset_files import (  # noqa: F401
     KERAS_HUB_PREFIX,
     PRESET_CONFIG_FILE,
     blank_weights_warning,
+    is_keras_hub_spec,
     resolve_preset,
 )
 
@@ -90,10 +91,6 @@ FAMILIES = MappingProxyType({
     "SigLIPBackbone": Family("SigLIP", None, "preset", vision_tower=True),
     "ResNetBackbone": Family("ResNet", "global_average", "any", "its preset fixes the input shape"),
 })
-
-
-def is_keras_hub_spec(name_or_spec: str) -> bool:
-    return name_or_spec.startswith(KERAS_HUB_PREFIX)
 
 
 @keras.saving.register_keras_serializable(package="lresizervit")

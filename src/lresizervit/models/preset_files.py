@@ -27,6 +27,10 @@ def blank_weights_warning(folder: str | os.PathLike) -> str | None:
             "`weights blank`, for timing only); training from it is training from scratch")
 
 
+def is_keras_hub_spec(name_or_spec: str) -> bool:
+    return name_or_spec.startswith(KERAS_HUB_PREFIX)
+
+
 def is_savedmodel_spec(name_or_spec: str) -> bool:
     return name_or_spec.startswith((SAVEDMODEL_PREFIX, HUB_PREFIX))
 

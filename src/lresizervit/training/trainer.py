@@ -245,6 +245,17 @@ def compile_model(cfg: Config, steps_per_epoch: int, replicas: int = 1, train_df
     return model
 
 
+def _save_report_samples(cfg: Config, model, out) -> None:
+    """What the report's resizer figure shows, so `report` needs no model. Only the report reads it: a
+    failure here is a warning, never a fold left incomplete (the report then computes it from the model)."""
+    try:
+        why = write_samples(cfg, model, out)
+    except Exception as exc:  # any failure: the fold itself is fine
+        why = f"{type(exc).__name__}: {exc}"
+    if why:
+        print(f"warning: fold 0: the report's resizer samples were not saved ({why})", flush=True)
+
+
 def train_fold(cfg: Config, fold: int, force: bool = False,
                extra_callbacks: Sequence[keras.callbacks.Callback] = (), deadline: Deadline | None = None) -> dict:
     """Train fold `fold` of the folds file and write its artefacts; returns its metrics.
@@ -386,7 +397,7 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
     oof["pred"] = predict_models([best], val_ds, cfg.predict.tta, task)
     atomic_write_csv(out / OOF_FILE, oof)
     if fold == 0 and cfg.model.resizer.mode == "learned":
-        write_samples(cfg, best, out)  # what the report's resizer figure shows, so `report` needs no model
+        _save_report_samples(cfg, best, out)
     metrics = {
         "fold": fold,
         "n_folds": n_folds,
