@@ -116,7 +116,8 @@ def test_the_backend_is_known_before_keras_starts_and_what_only_tensorflow_runs_
     assert planned("jax") is None  # Keras runs already: select() compares
 
     cases = ((("model.backbone.name=savedmodel:/x",), "model.backbone.name 'savedmodel:/x' is a TF SavedModel"),
-             (("model.resizer.interpolation=area",), "model.resizer.interpolation 'area' has no resize"),
+             (("model.resizer.mode=bilinear", "model.resizer.interpolation=area"),
+              "model.resizer.interpolation 'area' has no resize"),
              (("train.strategy=multi_worker",), MULTI_WORKER_ON_JAX))
     for sets, message in cases:
         cfg = load_config(ROOT / "configs" / "demo.yaml", sets)
