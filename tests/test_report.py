@@ -130,6 +130,34 @@ def test_residual_bins():
     assert np.isnan(bins["mean_residual"].iloc[2])
 
 
+def test_samples_whose_arrays_do_not_fit_together_are_an_error_naming_the_file(tmp_path):
+    path = tmp_path / SAMPLES_FILE
+    np.savez(path, image=np.zeros((2, 8, 8, 3), np.uint8), plain=np.zeros((3, 4, 4, 3), np.float16),
+             learned=np.zeros((3, 4, 4, 3), np.float16), target=np.zeros(2), interpolation=np.array("bilinear"))
+    with pytest.raises(ValueError, match=rf"{path}: its arrays do not fit together"):
+        read_samples(path)
+
+
+def test_the_trainer_warns_and_keeps_no_stale_samples_when_it_cannot_save_them(tmp_path, capsys):
+    """The samples only feed the report: a failure to make them is a warning, never a failed fold, and a file
+    from an earlier model is gone rather than shown under this one."""
+    import keras
+
+    from lresizervit.training.trainer import _save_report_samples
+
+    cfg = tiny_config(tmp_path)
+    out = fold_dir(cfg.run_dir, 0)
+    out.mkdir(parents=True)
+    no_resizer = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, name="head")])
+    # A model without a learned resizer (a reason), and one that fails outright (an exception).
+    for model, why in ((no_resizer, "the model has no layer named 'resizer'"), (None, "AttributeError: ")):
+        (out / SAMPLES_FILE).write_bytes(b"an earlier model's samples")
+        _save_report_samples(cfg, model, out)
+        printed = capsys.readouterr().out
+        assert printed.startswith("warning: fold 0: the report's resizer samples were not saved (") and why in printed
+        assert not (out / SAMPLES_FILE).exists()
+
+
 @pytest.mark.slow
 def test_report_of_a_real_tiny_run(tiny_experiment, tmp_path):
     from lresizervit.run import load_run_config

@@ -23,8 +23,8 @@ from lresizervit.task import FOLD
 
 RESIZER_IMAGES = 4
 # image (uint8, as the validation pipeline feeds the model), plain and learned (its resizer's output, float16:
-# a figure's precision at a quarter of float64's size), target and id per photo, and the plain resize's name.
-_ARRAYS = ("image", "plain", "learned", "target", "id", "interpolation")
+# a figure's precision at a quarter of float64's size), the target per photo, and the plain resize's name.
+_ARRAYS = ("image", "plain", "learned", "target", "interpolation")
 
 
 def pick_validation_images(cfg: Config, n_images: int) -> tuple[pd.DataFrame, str | None]:
@@ -79,14 +79,13 @@ def compute_samples(cfg: Config, model, n_images: int = RESIZER_IMAGES,
     plain = keras.ops.convert_to_numpy(resize_images(x, layer.target_size, layer.interpolation))
     return {"image": images.astype(np.uint8), "plain": np.asarray(plain, np.float16),
             "learned": np.asarray(learned, np.float16), "target": val[task.target_column].to_numpy(np.float64),
-            "id": np.array(val[task.id_column].astype(str).tolist(), dtype=str),  # str, not object: no pickle
             "interpolation": np.array(layer.interpolation)}, ""
 
 
 def write_samples(cfg: Config, model, fold_dir: Path) -> str:
     """`fold_dir/SAMPLES_FILE` (atomically) from `model`; returns "" or why nothing was written."""
-    samples, why = compute_samples(cfg, model)
     (fold_dir / SAMPLES_FILE).unlink(missing_ok=True)  # one from an earlier model would describe another
+    samples, why = compute_samples(cfg, model)
     if samples is not None:
         buf = BytesIO()
         np.savez_compressed(buf, **samples)
@@ -104,7 +103,7 @@ def read_samples(path: Path) -> dict:
     n = len(samples["image"])
     shapes_ok = (samples["image"].ndim == 4 and samples["learned"].ndim == 4
                  and samples["plain"].shape == samples["learned"].shape
-                 and all(len(samples[k]) == n for k in ("plain", "learned", "target", "id")))
+                 and all(len(samples[k]) == n for k in ("plain", "learned", "target")))
     if not shapes_ok or n == 0:
         raise ValueError(f"{path}: its arrays do not fit together ({ {k: v.shape for k, v in samples.items()} }); "
                          "delete it and run `report` again")

@@ -152,10 +152,10 @@ def cache_preset(handle: str, folder: str | os.PathLike) -> Path:
     from kagglehub.cache import Cache
     from kagglehub.handle import parse_model_handle
 
-    from lresizervit.models.preset_files import PRESET_CONFIG_FILE
+    from lresizervit.models.preset_files import KAGGLE_SCHEME, PRESET_CONFIG_FILE
 
     try:
-        parsed = parse_model_handle(handle.removeprefix("kaggle://").strip("/"))
+        parsed = parse_model_handle(handle.removeprefix(KAGGLE_SCHEME).strip("/"))
     except ValueError as exc:
         raise ValueError(f"weights cache: {handle!r} is not a Kaggle Model handle ({exc})") from None
     if not parsed.is_versioned():
@@ -185,7 +185,8 @@ def check_backbone(cfg: Config) -> str:
         return f"native {name}, trained from scratch (no weights to load)"
     from lresizervit.models.preset_files import is_keras_hub_spec, is_savedmodel_spec, resolve_preset
 
-    if is_keras_hub_spec(name):  # a preset folder or kaggle:// handle needs no Keras; a preset name imports keras_hub
+    # A preset folder or kaggle:// handle needs no Keras; a preset name imports keras_hub (its registry).
+    if is_keras_hub_spec(name):
         folder = resolve_preset(name.split(":", 1)[1])
         warning = blank_weights_warning(folder)
         return f"keras-hub preset at {folder}" + (f" -- {warning}" if warning else "")

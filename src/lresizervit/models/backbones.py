@@ -32,7 +32,7 @@ from keras import layers
 # Imported here (it imports keras_hub only when a keras_hub: backbone is built) so that its layers are
 # registered wherever a saved model is reloaded.
 from lresizervit.models.keras_hub_backbone import build_keras_hub_backbone, is_keras_hub_spec
-from lresizervit.models.preset_files import (  # noqa: F401 (BackboneUnavailableError: raised and caught here too)
+from lresizervit.models.preset_files import (
     HUB_PREFIX,
     SAVEDMODEL_PREFIX,
     BackboneUnavailableError,
