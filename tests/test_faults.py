@@ -91,6 +91,38 @@ def test_full_disk_while_writing_the_folds_file(tmp_path, full_disk, capsys):
     _no_temp_files(tmp_path)
 
 
+# h5py's words when Keras' save_weights failed at close on a disk that filled after the trainer's space check
+# (test_disk_filling_up_during_training... on 2026-12-07: the trainer was stopped between check and write).
+_H5PY_CLOSE_ERROR = ("Disable slist on flush dest failure failed (file write failed: time = Mon Dec  7 04:53:52 "
+                     "2026\n, filename = '{tmp}', file descriptor = 3, errno = 28, error message = 'No space left "
+                     "on device', buf = 0x564be6c64bf8, total write size = 1448, bytes this sub-write = 1448, "
+                     "offset = 129000)")
+
+
+def test_a_write_h5py_reports_as_runtime_error_is_an_os_error_naming_the_file(tmp_path):
+    target = tmp_path / "fold_0" / "model.weights.h5"
+    target.parent.mkdir()
+    target.write_bytes(b"the previous best model")
+
+    def h5py_at_close(tmp: Path) -> None:
+        tmp.write_bytes(b"\x89HDF\r\n" + bytes(1000))  # part of a file, as h5py leaves it
+        raise RuntimeError(_H5PY_CLOSE_ERROR.format(tmp=tmp))
+
+    with pytest.raises(OSError) as caught:
+        io_utils.atomic_write_with(target, h5py_at_close, suffix=".weights.h5")
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+    assert caught.value.strerror == "No space left on device"
+    assert target.read_bytes() == b"the previous best model"
+    _no_temp_files(tmp_path)
+
+    def a_bug(tmp: Path) -> None:
+        raise RuntimeError("Keras saved 3 of the model's 5 variables")
+
+    with pytest.raises(RuntimeError, match="3 of the model's 5"):  # not an OS error: left as it is
+        io_utils.atomic_write_with(target, a_bug)
+    _no_temp_files(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def run_copy(tiny_experiment, tmp_path_factory):
     """Our own copy of the session's tiny trained experiment (2 folds, 1 epoch): these tests damage it."""

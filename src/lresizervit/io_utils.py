@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -31,6 +32,24 @@ def named_os_error(exc: OSError, path: str | os.PathLike) -> OSError:
     return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
 
 
+# HDF5's report of a failed write, which h5py raises as RuntimeError when it fails while closing a file
+# (flushing its metadata) rather than inside a write call: "... errno = 28, error message = 'No space left
+# on device' ..." (seen with Keras' save_weights on a disk that filled between our check and the write).
+_HDF5_WRITE_ERROR = re.compile(r"errno = (\d+), error message = '([^']*)'")
+
+
+def as_os_error(exc: BaseException) -> OSError | None:
+    """`exc` if it is an OSError; the OS error that a RuntimeError from HDF5 reports, as an OSError with its
+    errno; otherwise None."""
+    if isinstance(exc, OSError):
+        return exc
+    found = _HDF5_WRITE_ERROR.search(str(exc)) if isinstance(exc, RuntimeError) else None
+    if found is None:
+        return None
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code) if code in errno.errorcode else found.group(2))
+
+
 def ensure_free_space(path: str | os.PathLike, nbytes: int) -> None:
     """Raise ENOSPC naming `path` when its file system has less than `nbytes` free.
 
@@ -49,7 +68,8 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None], su
     """Write `path` by calling `write(temp file)` (e.g. a Keras `save`), then renaming it into place.
 
     `suffix` ends the temp file's name, for writers that insist on one (`.keras`). On failure the temp file
-    is removed, the previous `path` is untouched, and an OSError names `path`.
+    is removed, the previous `path` is untouched, and an OSError names `path` (also for a failed write that
+    h5py reports as RuntimeError).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,8 +77,11 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None], su
     try:
         write(tmp)
         os.replace(tmp, path)
-    except OSError as exc:
-        raise named_os_error(exc, path) from exc
+    except (OSError, RuntimeError) as exc:
+        os_error = as_os_error(exc)
+        if os_error is None:
+            raise
+        raise named_os_error(os_error, path) from exc
     finally:
         tmp.unlink(missing_ok=True)
     return path
