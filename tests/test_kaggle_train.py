@@ -2,8 +2,9 @@
 the real kaggle client, with the pushed kernels run here as Kaggle would run them: each pushed script in a
 /kaggle-shaped sandbox that holds what the fake received (the competition, the code dataset, the checkpoint
 dataset), its /kaggle/working served back as the kernel's output. Covers: what is published and pushed
-(exact metadata), folds split over kernels, a fold stopped by the time budget, --collect merging, --resume
-from a checkpoint dataset, the CV once every fold is home; and the one-line errors."""
+(exact metadata), folds split over kernels, a fold stopped by the time budget (what the kernel says, its
+status file and its output), --collect merging, --resume from a checkpoint dataset, the CV once every fold
+is home; and the one-line errors."""
 
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lresizervit.inference.submission import validate_file
 from tests.conftest import ROOT
+from tests.facts import TASK
 from tests.kaggle_fake import competition_service, subprocess_env
+from tests.test_train_kernel import assert_small_output, script_module
 
 COMPETITION = "petfinder-pawpularity-score"
 CODE = "alice/lresizervit-ktrain-code"
@@ -59,9 +63,10 @@ def lresizervit(fake, tmp_path, *args, timeout=900) -> subprocess.CompletedProce
                           env=env, cwd=tmp_path, timeout=timeout)
 
 
-def run_on_kaggle(fake, tmp_path, ref: str, data: Path, env: dict | None = None) -> dict:
+def run_on_kaggle(fake, tmp_path, ref: str, data: Path, env: dict | None = None) -> tuple[dict, str, Path]:
     """What Kaggle does with the kernel's latest push: its script run with its attached datasets and the
-    competition mounted under /kaggle/input; its /kaggle/working becomes the kernel's output."""
+    competition mounted under /kaggle/input; its /kaggle/working becomes the kernel's output. Returns the
+    run's status file, its stdout and its working folder."""
     push = fake.kernels[ref].pushes[-1]
     box = tmp_path / "kaggle" / f"{ref.split('/')[1]}_v{len(fake.kernels[ref].pushes)}"
     inp, working = box / "input", box / "working"
@@ -86,7 +91,7 @@ def run_on_kaggle(fake, tmp_path, ref: str, data: Path, env: dict | None = None)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     files = {p.relative_to(working).as_posix(): p.read_bytes() for p in working.rglob("*") if p.is_file()}
     fake.set_output(ref, files, log=proc.stdout)
-    return json.loads(files["lresizervit-run.json"])
+    return json.loads(files["lresizervit-run.json"]), proc.stdout, working
 
 
 def job_of(push: dict) -> dict:
@@ -125,9 +130,25 @@ def test_two_kernels_a_time_budget_collect_and_resume_make_one_experiment(fake, 
     pushed = json.loads((tmp_path / "models" / "ktrain" / "kaggle" / "pushed.json").read_text())
     assert [k["ref"] for k in pushed["kernels"]] == list(KERNELS)
 
-    # 2. Kaggle runs them: fold 0 is stopped by the time budget after epoch 2 of 4; fold 1 completes.
-    assert run_on_kaggle(fake, tmp_path, KERNELS[0], data, SIMULATE)["folds"]["0"]["status"] == "interrupted"
-    assert run_on_kaggle(fake, tmp_path, KERNELS[1], data)["folds"]["1"]["status"] == "complete"
+    # 2. Kaggle runs them: fold 0 is stopped by the time budget after epoch 2 of 4, its backup kept (one
+    # checkpoint), the kernel exits 0 and says so; fold 1 completes. With the deadline ~2567 s after the start,
+    # epoch 1 ends at ~1000 s with ~1000 s needed for the next (continue), epoch 2 at ~2000 s (stop).
+    assert 2550 < 2646 - script_module().tail_s(2646) < 2600
+    status, out, working = run_on_kaggle(fake, tmp_path, KERNELS[0], data, SIMULATE)
+    assert "fold 0: stopped after epoch 2 of 4 to end before the time budget" in out, out[-4000:]
+    assert "its backup resumes it" in out and "result: interrupted: fold 0 interrupted" in out
+    assert status["status"] == "interrupted" and status["train_folds_exit"] == 75
+    assert status["folds"]["0"] == {"status": "interrupted", "exit_code": 75, "epochs": 2,
+                                    "note": "stopped for the time budget"}
+    files = assert_small_output(working, "ktrain", "ktrain_folds")
+    fold = working / "models/ktrain/fold_0"
+    assert sorted(p.name for p in (fold / "backup").iterdir()) == ["latest.weights.h5", "training_metadata.json"]
+    assert not (fold / "metrics.json").exists() and not (fold / "oof.csv").exists()
+    assert "models/ktrain/cv.json" not in files
+    status, _, working = run_on_kaggle(fake, tmp_path, KERNELS[1], data)
+    assert status["status"] == "complete" and status["folds"]["1"]["status"] == "complete"
+    assert status["folds"]["1"]["epochs"] == 4
+    assert_small_output(working, "ktrain", "ktrain_folds")
 
     # 3. --collect: fold 1 joins the experiment; fold 0 waits for --resume; no CV yet.
     proc = lresizervit(fake, tmp_path, "kaggle", "train", experiment, "--collect", "--poll-seconds", "0")
@@ -146,17 +167,22 @@ def test_two_kernels_a_time_budget_collect_and_resume_make_one_experiment(fake, 
     assert push["datasetDataSources"] == [CODE, CKPT] and job_of(push)["folds"] == [0]
 
     # 5. The next session resumes fold 0 at epoch 3; --wait-like collect brings it home and the CV is written.
-    run_on_kaggle(fake, tmp_path, KERNELS[0].removesuffix("-1"), data)
+    status, out, working = run_on_kaggle(fake, tmp_path, KERNELS[0].removesuffix("-1"), data)
+    assert "checkpoint: fold 0: resumes after epoch 2" in out and "resuming after epoch 2" in out, out[-4000:]
+    assert status["status"] == "complete", status
+    assert_small_output(working, "ktrain", "ktrain_folds")
     proc = lresizervit(fake, tmp_path, "kaggle", "train", experiment, "--collect", "--poll-seconds", "0")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     history = (run / "fold_0" / "history.csv").read_text().splitlines()
     assert [int(line.split(",")[0]) for line in history[1:]] == [1, 2, 3, 4]  # nothing lost, nothing redone
-    assert json.loads((run / "fold_0" / "metrics.json").read_text())["resumed_after_epoch"] == 2
+    metrics = json.loads((run / "fold_0" / "metrics.json").read_text())
+    assert metrics["resumed_after_epoch"] == 2 and metrics["epochs"] == 4
     cv = json.loads((run / "cv.json").read_text())
     assert cv["n_folds"] == 2 and "CV RMSE (concatenated OOF" in proc.stdout
     # The experiment predicts here like one trained here.
     proc = lresizervit(fake, tmp_path, "predict", experiment, "--out", tmp_path / "sub.csv")
     assert proc.returncode == 0 and (tmp_path / "sub.csv").is_file(), proc.stderr[-3000:]
+    assert validate_file(tmp_path / "sub.csv", data / "test.csv", TASK) == 5
 
 
 @pytest.mark.slow
