@@ -272,3 +272,31 @@ def test_commands_that_only_read_files_do_not_import_tensorflow(tiny_experiment,
         assert "![learned resizer output](resizer.png)" in report and "skipped" not in report
     else:
         assert "CV RMSE" in proc.stdout if command == ["cv"] else f"native {BACKBONE}" in proc.stdout
+
+
+def test_train_skips_a_complete_fold_and_refuses_bad_input_before_keras_starts(tiny_experiment, tmp_path):
+    """`train` reads the folds file, the experiment's config, the fold's metrics and every image before Keras
+    starts (training/preflight.py): train_folds.sh run again passes over a complete fold in a second or two,
+    and a bad input is refused as fast, nothing of the experiment touched."""
+    config = copy_experiment(tiny_experiment, tmp_path / "exp")
+    fold = tmp_path / "exp" / "models" / "tiny" / "fold_1"
+    before = {p.name: p.read_bytes() for p in fold.iterdir() if p.is_file()}
+
+    def train(*args: str) -> tuple[subprocess.CompletedProcess, str]:
+        proc = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, "train", str(config), *args],
+                              capture_output=True, text=True, timeout=120)
+        return proc, proc.stdout.strip().splitlines()[-1]
+
+    proc, last = train("--fold", "1")
+    assert last == "EXIT 0 TENSORFLOW False KERAS False", proc.stderr[-2000:]
+    assert f"fold 1: already trained ({fold / 'metrics.json'}); skipped" in proc.stdout
+    proc, last = train("--fold", "1", "--force", "--set", "train.learning_rate=0.5")
+    assert last == "EXIT 2 TENSORFLOW False KERAS False" and "train.learning_rate" in proc.stderr
+    proc, last = train("--fold", "2")
+    assert last == "EXIT 2 TENSORFLOW False KERAS False" and "which has folds 0..1" in proc.stderr
+    victim = pd.read_csv(tmp_path / "exp" / "folds.csv", dtype={"Id": str})["Id"].iloc[3]
+    (tmp_path / "exp" / "data" / "train" / f"{victim}.jpg").unlink()
+    proc, last = train("--fold", "1", "--force")  # a retrain, refused before the fold's files are removed
+    assert last == "EXIT 2 TENSORFLOW False KERAS False", proc.stderr[-2000:]
+    assert victim in proc.stderr and "row 4" in proc.stderr
+    assert {p.name: p.read_bytes() for p in fold.iterdir() if p.is_file()} == before

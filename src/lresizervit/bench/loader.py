@@ -43,7 +43,7 @@ def bench_loader(cfg: Config, n_images: int = 256, repeats: int = 3) -> dict:
             paths, meta, target, image_size=size, batch_size=bs, training=False),
         "train loader, cached (epochs 2..)": cached_train,
     }
-    from lresizervit.training.trainer import tfrecords_root
+    from lresizervit.training.preflight import tfrecords_root
 
     rec_dir = tfrecords_root(cfg) / "train"
     if (rec_dir / "manifest.json").is_file():

@@ -106,9 +106,8 @@ def _duplicate_groups(cfg, train):
 def cmd_tfrecords(args) -> None:
     from lresizervit.data.folds import read_folds
     from lresizervit.data.records.manifest import TFRecordsError, check_matches_frame
-    from lresizervit.data.records.writer import write_tfrecords
     from lresizervit.data.schema import check_images, read_table
-    from lresizervit.training.trainer import tfrecords_root
+    from lresizervit.training.preflight import tfrecords_root
 
     cfg = config(args)
     data_dir, root = Path(cfg.data.dir), tfrecords_root(cfg)
@@ -127,6 +126,8 @@ def cmd_tfrecords(args) -> None:
                 continue
             except TFRecordsError:
                 pass
+        from lresizervit.data.records.writer import write_tfrecords  # TensorFlow: only to write
+
         check_images(df, data_dir, split, str(source), cfg.task)
         m = write_tfrecords(df, data_dir, out, cfg.data.image_size, cfg.task, num_shards=args.shards,
                             quality=args.quality, workers=args.workers)

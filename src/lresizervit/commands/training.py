@@ -7,24 +7,33 @@ from lresizervit.commands.common import config, with_config
 
 def cmd_train(args) -> int | None:
     from lresizervit.backend import check_support, planned, select
-    from lresizervit.run import BACKUP_DIR, fold_dir, fold_is_complete
+    from lresizervit.run import BACKUP_DIR
     from lresizervit.training.backup import backup_epoch
     from lresizervit.training.deadline import EXIT_TEMPFAIL, Deadline, TimeBudgetExceeded
+    from lresizervit.training.preflight import check_inputs, plan_fold, skip_complete
 
     cfg = config(args)
     deadline = Deadline.from_env()  # LRESIZERVIT_DEADLINE: a Kaggle session's time budget
     check_support(cfg, planned(cfg.train.backend))  # what only TensorFlow runs, refused before Keras starts
+    # The folds file, the experiment's config, a complete fold, the images or records: all read before Keras
+    # starts, so a skip or a refusal takes a second, not the ~8 s of importing TensorFlow.
+    plan = plan_fold(cfg, args.fold, args.force)
     try:
-        if deadline is not None and (args.force or not fold_is_complete(cfg.run_dir, args.fold)):
-            # Checked again by the trainer; here first, so a fold that cannot fit costs no Keras start.
+        # A multi-worker worker skips or resumes only together with the others: that is the trainer's.
+        if plan.complete and plan.worker is None:
+            skip_complete(plan)
+            return None
+        if deadline is not None and not plan.complete:  # checked again by the trainer; here, at no Keras start
             from lresizervit.models.tta import tta_views
 
-            done = 0 if args.force else backup_epoch(fold_dir(cfg.run_dir, args.fold) / BACKUP_DIR)
+            done = 0 if args.force else backup_epoch(plan.out / BACKUP_DIR)
             deadline.check_start(cfg.run_dir, args.fold, cfg.train.epochs, len(tta_views(cfg.predict.tta)), done)
+        if plan.worker is None:
+            plan = check_inputs(plan)
         select(cfg.train.backend)  # before anything imports Keras: it picks its backend once
         from lresizervit.training.trainer import train_fold
 
-        train_fold(cfg, args.fold, force=args.force, deadline=deadline)
+        train_fold(cfg, args.fold, force=args.force, deadline=deadline, plan=plan)
     except TimeBudgetExceeded as exc:
         # Not an error: the fold is resumable, and train_folds.sh goes on (exit 75 = EX_TEMPFAIL).
         print(exc, flush=True)

@@ -25,8 +25,6 @@ import keras
 import pandas as pd
 
 from lresizervit.config import Config
-from lresizervit.data.folds import read_folds
-from lresizervit.data.schema import check_images
 from lresizervit.io_utils import (
     atomic_write_csv,
     atomic_write_json,
@@ -52,16 +50,14 @@ from lresizervit.run import (
     MODEL_SPEC_FILE,
     OOF_FILE,
     SAMPLES_FILE,
-    check_run_config,
     ensure_run_config,
-    fold_dir,
-    read_metrics,
     write_cv,
 )
 from lresizervit.task import FOLD, rmse
 from lresizervit.training.backup import backup_callback, backup_epoch, file_size
 from lresizervit.training.deadline import Deadline, TimeBudgetExceeded, stop_callback
 from lresizervit.training.optimizer import DECAY_EXCLUDED, GroupedAdamW, backbone_multipliers
+from lresizervit.training.preflight import FoldPlan, check_inputs, plan_fold, skip_complete
 
 
 class _FoldMonitor(keras.callbacks.Callback):
@@ -140,14 +136,6 @@ class _FoldMonitor(keras.callbacks.Callback):
         if self.patience and epoch + 1 - self.best_epoch >= self.patience:
             print(f"fold {self.fold}: no improvement for {self.patience} epochs, stopping early", flush=True)
             self.model.stop_training = True
-
-
-def tfrecords_root(cfg: Config) -> Path:
-    from lresizervit.data.records.manifest import default_tfrecords_dir
-
-    if cfg.data.tfrecords_dir:
-        return Path(cfg.data.tfrecords_dir)
-    return default_tfrecords_dir(cfg.data.dir, cfg.data.image_size)
 
 
 def build_tfrecord_datasets(cfg: Config, rec_dir: Path, fold: int, n_folds: int, seed: int, batch_size: int,
@@ -257,13 +245,16 @@ def _save_report_samples(cfg: Config, model, out) -> None:
 
 
 def train_fold(cfg: Config, fold: int, force: bool = False,
-               extra_callbacks: Sequence[keras.callbacks.Callback] = (), deadline: Deadline | None = None) -> dict:
+               extra_callbacks: Sequence[keras.callbacks.Callback] = (), deadline: Deadline | None = None,
+               plan: FoldPlan | None = None) -> dict:
     """Train fold `fold` of the folds file and write its artefacts; returns its metrics.
 
     A complete fold is skipped (its metrics returned) unless `force`; a fold killed mid-training resumes.
     `extra_callbacks` run after the trainer's own, i.e. after the epoch's backup is written.
     With a `deadline` (default: LRESIZERVIT_DEADLINE's, training/deadline.py) a fold that would not end
     before it stops at an epoch end, unfinished and resumable, raising TimeBudgetExceeded.
+    `plan`: what `training.preflight` read and checked of this fold before Keras started (the `train`
+    command passes it); without it the same checks run here.
     """
     import shutil
 
@@ -271,47 +262,29 @@ def train_fold(cfg: Config, fold: int, force: bool = False,
 
     from lresizervit.backend import select
     from lresizervit.training.placement import check_backend_support, make_placement, pad_batches
-    from lresizervit.training.strategy import check_workers_agree, make_strategy, multi_worker_task
+    from lresizervit.training.strategy import check_workers_agree, make_strategy
 
     select(cfg.train.backend)  # the CLI applied it before Keras started; in-process callers get the check
     check_backend_support(cfg)
     task = cfg.task
-    folds_df, n_folds = read_folds(cfg.data.folds_csv, task)
-    if not 0 <= fold < n_folds:
-        raise ValueError(f"fold {fold} is not in {cfg.data.folds_csv}, which has folds 0..{n_folds - 1}")
-    worker = multi_worker_task(cfg.train.strategy)
-    if worker is not None and not worker[1]:
-        # Workers train the chief's weights; theirs go beside the experiment, so that a shared file system
-        # (NFS, GCS, several workers on one machine) never has two writers of one file.
-        cfg = dataclasses.replace(cfg, output_dir=str(Path(cfg.output_dir) / f".worker_{worker[0]}"))
-    out = fold_dir(cfg.run_dir, fold)
-    check_run_config(cfg)  # also before skipping: "trained" must not be said of a config that was not
-    complete = (out / METRICS_FILE).is_file() and not force
+    plan = plan if plan is not None else plan_fold(cfg, fold, force)
+    cfg, out, folds_df, n_folds, complete = plan.cfg, plan.out, plan.folds, plan.n_folds, plan.complete
     strategy = None
-    if worker is not None:
+    if plan.worker is not None:
         # Collective ops are configured when the strategy is made, before TF runs anything else; a worker
         # that skips or resumes alone would leave the others waiting in a collective.
         strategy = make_strategy(cfg.train.strategy)
         resume = 0 if force or complete else backup_epoch(out / BACKUP_DIR)
         check_workers_agree(strategy, fold_complete=int(complete), resume_after_epoch=resume)
     if complete:
-        metrics = read_metrics(cfg.run_dir, fold)  # an unreadable one names itself and the --force command
-        print(f"fold {fold}: already trained ({out / METRICS_FILE}); skipped (--force retrains it)", flush=True)
-        write_cv(cfg)
-        return metrics
+        return skip_complete(plan)
     deadline = deadline if deadline is not None else Deadline.from_env()
     views = len(tta_views(cfg.predict.tta))
     if deadline is not None:  # before the data and the model: a fold that cannot fit costs nothing
         deadline.check_start(cfg.run_dir, fold, cfg.train.epochs, views, 0 if force else backup_epoch(out / BACKUP_DIR))
-    if cfg.data.tfrecords:
-        from lresizervit.data.records.manifest import check_matches_frame
-
-        rec_dir = tfrecords_root(cfg) / "train"
-        # Records written from another folds file would validate on rows the model trained on.
-        check_matches_frame(rec_dir, folds_df, cfg.data.image_size, task)
-    else:
-        # Every image is checked before the first step: a missing file must not surface in epoch 7.
-        paths = check_images(folds_df, cfg.data.dir, "train", cfg.data.folds_csv, task)
+    if not plan.inputs_checked:
+        plan = check_inputs(plan)
+    paths, rec_dir = plan.image_paths, plan.records_dir
 
     seed = cfg.train.seed + fold
     keras.utils.set_random_seed(seed)
