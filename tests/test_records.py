@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,29 @@ def test_manifest_describes_the_directory(data):
     moved.loc[0, FOLD] = (moved.loc[0, FOLD] + 1) % N_FOLDS
     with pytest.raises(TFRecordsError, match="written from other rows"):
         check_matches_frame(data["train_dir"], moved, None, IMAGES)
+
+
+def test_a_url_is_read_through_tensorflows_file_systems(data):
+    """A local directory is read with `os` (no TensorFlow import); a URL (gs:// on a TPU) through tf.io.gfile,
+    here its in-memory ram:// file system: the same manifest, and the same refusals."""
+    import tensorflow as tf
+
+    url = f"ram://records_{uuid.uuid4().hex}"
+    tf.io.gfile.makedirs(url)
+    for path in data["train_dir"].iterdir():
+        tf.io.gfile.copy(str(path), f"{url}/{path.name}")
+    assert read_manifest(url, S) == read_manifest(data["train_dir"], S)
+    check_matches_frame(url, data["train"], S, IMAGES)
+    shard = read_manifest(url)["shards"][0]["file"]
+    with tf.io.gfile.GFile(f"{url}/{shard}", "ab") as fh:
+        fh.write(b"x")
+    with pytest.raises(TFRecordsError, match=f"shard {shard} has .* bytes"):
+        read_manifest(url)
+    tf.io.gfile.remove(f"{url}/{shard}")
+    with pytest.raises(TFRecordsError, match=f"shard {shard} is listed"):
+        read_manifest(url)
+    with pytest.raises(TFRecordsError, match="no such TFRecord directory"):
+        read_manifest(f"{url}_missing")
 
 
 def test_test_records_have_no_target_and_yield_dicts_only(data):

@@ -54,20 +54,51 @@ def join_path(d: str, name: str) -> str:
     return f"{d.rstrip('/')}/{name}" if "://" in d else os.path.join(d, name)
 
 
+class _FileSystem:
+    """What read_manifest needs of a file system: TensorFlow's gfile for a URL (``gs://``, where a TPU's
+    records live), `os` for a local path, which spares `tfrecords --if-missing` and `train`'s check before
+    Keras starts the ~6 s TensorFlow import."""
+
+    def __init__(self, d: str):
+        self.gfile = None
+        if "://" in d:
+            import tensorflow as tf
+
+            self.gfile = tf.io.gfile
+
+    def isdir(self, path: str) -> bool:
+        return self.gfile.isdir(path) if self.gfile else os.path.isdir(path)
+
+    def exists(self, path: str) -> bool:
+        return self.gfile.exists(path) if self.gfile else os.path.exists(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return self.gfile.listdir(path) if self.gfile else os.listdir(path)
+
+    def size(self, path: str) -> int:
+        return self.gfile.stat(path).length if self.gfile else os.path.getsize(path)
+
+    def read_bytes(self, path: str) -> bytes:
+        if self.gfile:
+            with self.gfile.GFile(path, "rb") as fh:
+                return fh.read()
+        with open(path, "rb") as fh:
+            return fh.read()
+
+
 def read_manifest(tfrec_dir: str | os.PathLike[str], image_size: int | None = None) -> dict[str, Any]:
     """The checked manifest of ``tfrec_dir`` (a local path or ``gs://...``): complete, ours, of ``image_size``.
 
     Every listed shard must exist with the byte size the manifest recorded, so a half-written or since
     overwritten directory fails here, naming the directory, rather than mid-epoch.
     """
-    import tensorflow as tf
-
     d = os.fspath(tfrec_dir)
-    if not tf.io.gfile.isdir(d):
+    fs = _FileSystem(d)
+    if not fs.isdir(d):
         raise TFRecordsError(f"{d}: no such TFRecord directory (write it with write_tfrecords)")
     path = join_path(d, MANIFEST)
-    if not tf.io.gfile.exists(path):
-        shards = [name for name in tf.io.gfile.listdir(d) if name.endswith(SHARD_SUFFIX)]
+    if not fs.exists(path):
+        shards = [name for name in fs.listdir(d) if name.endswith(SHARD_SUFFIX)]
         if shards:
             raise TFRecordsError(
                 f"{d}: {len(shards)} shard file(s) but no {MANIFEST}: half-written (an interrupted write?) "
@@ -75,8 +106,7 @@ def read_manifest(tfrec_dir: str | os.PathLike[str], image_size: int | None = No
             )
         raise TFRecordsError(f"{d}: holds no TFRecords (no {MANIFEST}); write them with write_tfrecords")
     try:
-        with tf.io.gfile.GFile(path, "rb") as fh:
-            manifest = json.loads(fh.read().decode("utf-8"))
+        manifest = json.loads(fs.read_bytes(path).decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
         raise TFRecordsError(f"{d}: {MANIFEST} is not valid JSON: {exc}") from exc
     _check_manifest(d, manifest)
@@ -88,9 +118,9 @@ def read_manifest(tfrec_dir: str | os.PathLike[str], image_size: int | None = No
         )
     for shard in manifest["shards"]:
         shard_path = join_path(d, shard["file"])
-        if not tf.io.gfile.exists(shard_path):
+        if not fs.exists(shard_path):
             raise TFRecordsError(f"{d}: shard {shard['file']} is listed in {MANIFEST} but missing")
-        size = tf.io.gfile.stat(shard_path).length
+        size = fs.size(shard_path)
         if size != shard["bytes"]:
             raise TFRecordsError(
                 f"{d}: shard {shard['file']} has {size} bytes, {MANIFEST} says {shard['bytes']}: it changed "
