@@ -1,15 +1,11 @@
-"""Pretrained keras-hub backbones through the commands a user runs: weights fetch / check, the recipe's
-train_folds.sh, and prediction in a fresh process after the preset folder is gone (safe mode)."""
+"""Pretrained keras-hub backbones through the commands a user runs: weights fetch / check and an offline preset
+name. The recipe's train_folds.sh on a preset folder and prediction after the folder is gone are
+test_transfer's end-to-end run (its pretrained arm)."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
-
-import pandas as pd
-import pytest
-import yaml
 
 from tests.test_cli import NO_TENSORFLOW
 from tests.test_end_to_end import ROOT, run, tiny_config
@@ -45,26 +41,3 @@ def test_a_preset_name_offline_fails_fast_naming_the_key_and_what_to_attach(tmp_
     assert line.startswith("error: model.backbone.name 'keras_hub:vit_base_patch16_224_imagenet' needs the internet")
     assert "attach the Kaggle Model keras/vit/keras/vit_base_patch16_224_imagenet" in line
     assert "weights fetch vit_base_patch16_224_imagenet --out DIR" in line
-
-
-@pytest.mark.slow
-def test_fine_tuned_folds_predict_without_the_preset_folder(tmp_path):
-    preset = write_tiny_preset("vit", tmp_path / "preset")  # a 32 px ViT, patch 8, 2 layers
-    run([PY, "-m", "lresizervit", "synth", "--out", str(tmp_path / "data"), "--train", "24", "--test", "5",
-         "--min-side", "48", "--max-side", "64", "--max-long-side", "96", "--seed", "2"], ROOT)
-    cfg = tiny_config(tmp_path)
-    tree = yaml.safe_load(cfg.read_text())
-    tree["model"]["backbone"] = {"name": f"keras_hub:{preset}"}
-    tree["model"]["resizer"].update(target_size=32, zero_init_output=True, clip_output=True)
-    tree["train"].update(epochs=2, freeze_backbone_epochs=1, backbone_learning_rate=1e-4, layer_decay=0.8)
-    cfg.write_text(yaml.safe_dump(tree))
-    out = run(["bash", "train_folds.sh", str(cfg)], ROOT).stdout
-    assert f"keras-hub preset at {preset}" in out and "CV RMSE" in out
-
-    shutil.rmtree(preset)  # as in a notebook that has only the packaged experiment attached
-    run([PY, "predict.py", str(cfg)], ROOT)
-    sub = pd.read_csv(tmp_path / "submissions" / "tiny.csv", dtype={"Id": str})
-    assert len(sub) == 5 and sub["Pawpularity"].between(1, 100).all()
-    # Training more folds now fails before anything else, with the key named.
-    again = run(["bash", "train_folds.sh", str(cfg), "--force"], ROOT, check=False)
-    assert again.returncode != 0 and "model.backbone.name 'keras_hub:" in again.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import keras
 import keras_hub
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from keras import ops
@@ -148,7 +150,8 @@ def test_command_reports_a_bad_arm_as_one_error_line(capsys):
 
 @pytest.mark.slow
 def test_transfer_end_to_end_tiny(tmp_path):
-    """Pretraining, export and one fine-tuned arm through train_folds.sh, into tmp_path (~2-3 min on 2 cores)."""
+    """Pretraining, export and one fine-tuned arm through train_folds.sh, into tmp_path (~2-3 min on 2 cores);
+    then the arm's experiment predicts with its preset folder gone."""
     tree = yaml.safe_load((ROOT / "configs" / "transfer.yaml").read_text())
     tree.update(name="t", output_dir=str(tmp_path / "models"))
     tree["data"].update(dir=str(tmp_path / "data"), folds_csv=str(tmp_path / "folds.csv"), n_folds=2,
@@ -180,3 +183,19 @@ def test_transfer_end_to_end_tiny(tmp_path):
     assert result["constant_baseline_rmse"] > 0 and result["calibration"]["after"]["matmul_gflops"] > 0
     table = (tmp_path / "r.md").read_text()
     assert "| pretrained + learned |" in table and "noise floor" in table
+
+    # The fine-tuned folds (a keras-hub preset folder, its first epoch frozen, the backbone's own learning
+    # rate) predict without the preset folder, as in a notebook that has only the packaged experiment
+    # attached; training them again then fails first, naming the key.
+    assert f"keras-hub preset at {presets / 'pretrained'}" in proc.stdout
+    shutil.rmtree(presets)
+    arm_config = Path(arm["run_dir"]) / "config.yaml"
+    predicted = subprocess.run([sys.executable, "predict.py", str(arm_config), "--out", str(tmp_path / "sub.csv")],
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    sub = pd.read_csv(tmp_path / "sub.csv", dtype={"Id": str})
+    assert sub["Id"].tolist() == pd.read_csv(tmp_path / "data" / "test.csv", dtype={"Id": str})["Id"].tolist()
+    assert len(sub) == 50 and sub["Pawpularity"].between(1, 100).all()
+    again = subprocess.run(["bash", "train_folds.sh", str(arm_config), "--force"], cwd=ROOT,
+                           env={**env, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "model.backbone.name 'keras_hub:" in again.stderr, again.stderr[-3000:]

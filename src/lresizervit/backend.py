@@ -54,8 +54,7 @@ def select(requested: str) -> str:
 
 
 def _select(requested: str) -> str:
-    if requested not in BACKENDS:
-        raise ValueError(f"{KEY} must be one of {', '.join(BACKENDS)}, got {requested!r}")
+    check_request(requested)
     if requested == "auto":
         return running()
     if "keras" in sys.modules:
@@ -64,6 +63,17 @@ def _select(requested: str) -> str:
             raise ValueError(f"{KEY} is {requested!r} but Keras already runs on {now!r} in this process; "
                              f"start it with KERAS_BACKEND={requested}, or set {KEY}: auto")
         return now
+    os.environ["KERAS_BACKEND"] = requested
+    return running()
+
+
+def check_request(requested: str) -> None:
+    """`select`'s refusals that need no Keras (an unknown value, KERAS_BACKEND naming another backend, JAX not
+    installed): `train` calls it before it reads anything else."""
+    if requested not in BACKENDS:
+        raise ValueError(f"{KEY} must be one of {', '.join(BACKENDS)}, got {requested!r}")
+    if requested == "auto" or "keras" in sys.modules:
+        return
     env = os.environ.get("KERAS_BACKEND")
     if env and env != requested:
         raise ValueError(f"{KEY} is {requested!r} but the environment says KERAS_BACKEND={env}; make them "
@@ -71,8 +81,6 @@ def _select(requested: str) -> str:
     if requested == "jax" and importlib.util.find_spec("jax") is None:
         raise ValueError(f"{KEY} is 'jax' but JAX is not installed here: pip install -e '.[jax]' "
                          "(CPU), or jax[cuda12] / jax[tpu] on a GPU / TPU machine")
-    os.environ["KERAS_BACKEND"] = requested
-    return running()
 
 
 def planned(requested: str) -> str | None:

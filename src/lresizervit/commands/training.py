@@ -6,7 +6,7 @@ from lresizervit.commands.common import config, with_config
 
 
 def cmd_train(args) -> int | None:
-    from lresizervit.backend import check_support, planned, select
+    from lresizervit.backend import check_request, check_support, planned, select
     from lresizervit.run import BACKUP_DIR
     from lresizervit.training.backup import backup_epoch
     from lresizervit.training.deadline import EXIT_TEMPFAIL, Deadline, TimeBudgetExceeded
@@ -14,6 +14,7 @@ def cmd_train(args) -> int | None:
 
     cfg = config(args)
     deadline = Deadline.from_env()  # LRESIZERVIT_DEADLINE: a Kaggle session's time budget
+    check_request(cfg.train.backend)  # a backend KERAS_BACKEND contradicts: refused before anything else
     check_support(cfg, planned(cfg.train.backend))  # what only TensorFlow runs, refused before Keras starts
     # The folds file, the experiment's config, a complete fold, the images or records: all read before Keras
     # starts, so a skip or a refusal takes a second, not the ~8 s of importing TensorFlow.
