@@ -18,7 +18,8 @@ from lresizervit.cli import main
 from tests.tiny import BACKBONE
 
 
-def untrained_experiment(root: Path, n_test: int, image_size: int, batch_size: int, tta: str = "hflip") -> Path:
+def untrained_experiment(root: Path, n_test: int, image_size: int, batch_size: int, tta: str = "hflip",
+                         resizer: str = "learned") -> Path:
     """One fold of an untrained tiny regressor on `n_test` synthetic photos of 32-40 px (the loader resizes
     them to `image_size`): what prediction costs does not depend on what the weights learned. Returns the
     config's path."""
@@ -31,7 +32,7 @@ def untrained_experiment(root: Path, n_test: int, image_size: int, batch_size: i
     cfg_path = root / "c.yaml"
     cfg_path.write_text(
         f"name: x\noutput_dir: {root / 'models'}\ndata:\n  dir: {root / 'data'}\n  image_size: {image_size}\n"
-        f"model:\n  resizer:\n    target_size: 16\n    filters: 4\n  backbone:\n    name: {BACKBONE}\n"
+        f"model:\n  resizer:\n    mode: {resizer}\n    target_size: 16\n    filters: 4\n  backbone:\n    name: {BACKBONE}\n"
         "  metadata_units: 4\n  head_units: 8\n"
         f"predict:\n  batch_size: {batch_size}\n  tta: {tta}\n  out_dir: {root / 'submissions'}\n")
     cfg = load_config(cfg_path)
@@ -115,15 +116,20 @@ def test_predict_decodes_the_test_set_only_a_few_batches_ahead_of_the_model(tmp_
 @pytest.mark.slow
 def test_bench_peak_memory_of_predict_is_flat_in_the_number_of_test_images(tmp_path):
     """`bench --test-images 40,640` in two fresh processes, photos decoded at 384 px (432 KiB each as
-    uint8). Keeping the extra 600 photos alive would add 253 MiB as uint8 (x4 as float32, x2 again with
-    their hflip views). The tolerance, 160 MiB, is 273 KiB a photo: any test set kept in memory fails it.
-    Measured on 2 cores, TensorFlow 2.21, 2026-12-06 (`bench` on the same experiment by hand): streaming,
-    the peak grew by 45 MiB (960 -> 1,005); with the test set's dataset cached (`cache=True` in
-    `inference/ensemble.py`) by 361 MiB (1,003 -> 1,364). The peak is noisier under load (not pinned down:
-    the allocator, tf.data buffers): 40 -> 320 photos grew by 17 and 29 MiB alone but by 76 MiB in a `make
-    test` run beside the other worker, so a tolerance of 64 MiB there failed once without a defect."""
+    uint8). Keeping the extra 600 photos alive would add 253 MiB as uint8 (x4 as float32). The tolerance,
+    160 MiB, is 273 KiB a photo: any test set kept in memory fails it. Measured on 2 cores, TensorFlow 2.21
+    (the test run alone, one run each): with the bilinear resizer and no TTA used here, 2026-12-07, streaming
+    the peak grew by 36 MiB (902 -> 938) and with the test set's dataset cached (`cache=True` in
+    `inference/ensemble.py`) by 354 MiB (931 -> 1,284); with the learned resizer and hflip TTA, 2026-12-06
+    (`bench` on the same experiment by hand), by 45 MiB (960 -> 1,005) and 361 MiB (1,003 -> 1,364): the
+    model changes nothing of what the loader keeps, and this test took 39 s alone instead of 123 s (same
+    hour, `pytest tests/test_predict_memory.py -k peak`). The peak is noisier under load (not pinned down: the allocator, tf.data buffers): 40 -> 320 photos
+    grew by 17 and 29 MiB alone but by 76 MiB in a `make test` run beside the other worker, so a tolerance of
+    64 MiB there failed once without a defect."""
     n = 40
-    cfg_path = untrained_experiment(tmp_path, 16 * n, 384, batch_size=8)
+    # The model is only what reads the batches: a bilinear resizer and one view cost the least and change
+    # nothing of what the loader keeps.
+    cfg_path = untrained_experiment(tmp_path, 16 * n, 384, batch_size=8, tta="none", resizer="bilinear")
     out = tmp_path / "mem.json"
     assert main(["bench", str(cfg_path), "--what", "predict", "--test-images", f"{n},{16 * n}",
                  "--json", str(out)]) == 0
