@@ -122,6 +122,21 @@ def test_a_write_h5py_reports_as_runtime_error_is_an_os_error_naming_the_file(tm
         io_utils.atomic_write_with(target, a_bug)
     _no_temp_files(tmp_path)
 
+    # A folder written whole or not at all (a keras-hub preset, whose weights are HDF5 too): the same.
+    preset = tmp_path / "preset"
+    preset.mkdir()
+    (preset / "config.json").write_text("{}")
+
+    def preset_at_close(tmp: Path) -> None:
+        tmp.mkdir()
+        h5py_at_close(tmp / "model.weights.h5")
+
+    with pytest.raises(OSError) as caught:
+        io_utils.atomic_write_folder(preset, preset_at_close)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(preset)
+    assert [p.name for p in preset.iterdir()] == ["config.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fold_0", "preset"]  # no temporary folder left
+
 
 @pytest.fixture(scope="module")
 def run_copy(tiny_experiment, tmp_path_factory):

@@ -3,6 +3,7 @@ so a crash or a failed check never leaves a half-written file or destroys the pr
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -38,16 +39,21 @@ def named_os_error(exc: OSError, path: str | os.PathLike) -> OSError:
 _HDF5_WRITE_ERROR = re.compile(r"errno = (\d+), error message = '([^']*)'")
 
 
-def as_os_error(exc: BaseException) -> OSError | None:
-    """`exc` if it is an OSError; the OS error that a RuntimeError from HDF5 reports, as an OSError with its
-    errno; otherwise None."""
-    if isinstance(exc, OSError):
-        return exc
-    found = _HDF5_WRITE_ERROR.search(str(exc)) if isinstance(exc, RuntimeError) else None
-    if found is None:
-        return None
-    code = int(found.group(1))
-    return OSError(code, os.strerror(code) if code in errno.errorcode else found.group(2))
+@contextlib.contextmanager
+def write_errors_naming(path: str | os.PathLike):
+    """Re-raise a failed write inside the block as an OSError (same errno) naming `path`: an OSError, or the
+    OS error that HDF5 reports in a RuntimeError. Any other error passes unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        raise named_os_error(exc, path) from exc
+    except RuntimeError as exc:
+        found = _HDF5_WRITE_ERROR.search(str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        reported = OSError(code, os.strerror(code) if code in errno.errorcode else found.group(2))
+        raise named_os_error(reported, path) from exc
 
 
 def ensure_free_space(path: str | os.PathLike, nbytes: int) -> None:
@@ -75,13 +81,9 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None], su
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path).with_suffix(".tmp" + suffix)
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:
-        os_error = as_os_error(exc)
-        if os_error is None:
-            raise
-        raise named_os_error(os_error, path) from exc
+        with write_errors_naming(path):
+            write(tmp)
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -118,12 +120,11 @@ def atomic_write_folder(out: str | os.PathLike, fill: Callable[[Path], None]) ->
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(out)
     try:
-        fill(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise named_os_error(exc, out) from exc
+        with write_errors_naming(out):  # a preset's weights are HDF5 too
+            fill(tmp)
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lresizervit.io_utils import as_os_error, ensure_free_space, named_os_error
+from lresizervit.io_utils import ensure_free_space, write_errors_naming
 
 METADATA_FILE = "training_metadata.json"
 
@@ -44,12 +44,7 @@ def backup_callback(backup_dir: Path, model_file: Path):
         def _save_model(self):
             latest = Path(self._weights_path)
             ensure_free_space(latest, max(file_size(latest), file_size(model_file)) + 2**20)
-            try:
+            with write_errors_naming(latest):
                 super()._save_model()
-            except (OSError, RuntimeError) as exc:
-                os_error = as_os_error(exc)
-                if os_error is None:
-                    raise
-                raise named_os_error(os_error, latest) from exc
 
     return Backup(str(backup_dir), double_checkpoint=True, delete_checkpoint=False)
