@@ -274,6 +274,18 @@ def test_commands_that_only_read_files_do_not_import_tensorflow(tiny_experiment,
         assert "CV RMSE" in proc.stdout if command == ["cv"] else f"native {BACKBONE}" in proc.stdout
 
 
+def test_a_preset_folder_that_is_gone_is_named_without_importing_tensorflow(tiny_experiment, tmp_path):
+    """`weights check` (train_folds.sh's first step) on a keras_hub: folder that is not there, e.g. a
+    fine-tuned experiment whose preset was not attached: the key and the folder are named in a second, as a
+    path is never a preset name (the transfer test's `train_folds.sh --force` goes through it too)."""
+    gone = tmp_path / "presets" / "pretrained"
+    proc = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, "weights", "check", str(tiny_experiment / "tiny.yaml"),
+                           "--set", f"model.backbone.name=keras_hub:{gone}"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "EXIT 2 TENSORFLOW False KERAS False", proc.stderr[-2000:]
+    assert f"model.backbone.name 'keras_hub:{gone}': no folder '{gone}'" in proc.stderr
+
+
 def test_train_skips_a_complete_fold_and_refuses_bad_input_before_keras_starts(tiny_experiment, tmp_path):
     """`train` reads the folds file, the experiment's config, the fold's metrics and every image before Keras
     starts (training/preflight.py): train_folds.sh run again passes over a complete fold in a second or two,

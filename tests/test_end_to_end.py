@@ -1,13 +1,12 @@
-"""The whole path a user runs, with the real commands: synth → folds → train_folds.sh → predict.py.
-Tiny images, 2 folds, 1 epoch: it checks the plumbing and the artefacts, not the accuracy."""
+"""The user's commands around training: bad data refused before training, and training from TFRecords.
+Tiny images, 2 folds, 1 epoch: they check the plumbing and the artefacts, not the accuracy. (The whole path,
+train_folds.sh → predict.py → validate, is the reference run of test_parallel_folds.py's parallel one.)"""
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -41,69 +40,6 @@ def tiny_config(tmp_path: Path, name="tiny") -> Path:
 
 
 @pytest.mark.slow
-def test_synth_folds_train_predict(tmp_path):
-    py = sys.executable
-    run([py, "-m", "lresizervit", "synth", "--out", str(tmp_path / "data"), "--train", "36", "--test", "7",
-         "--min-side", "48", "--max-side", "64", "--max-long-side", "96", "--seed", "1"], ROOT)
-    cfg = tiny_config(tmp_path)
-    out = run(["bash", "train_folds.sh", str(cfg)], ROOT).stdout
-    assert "CV RMSE" in out
-
-    run_dir = tmp_path / "models" / "tiny"
-    folds = pd.read_csv(tmp_path / "folds.csv", dtype={"Id": str})
-    assert sorted(folds["kfold"].unique()) == [0, 1]
-    for k in (0, 1):
-        fold = run_dir / f"fold_{k}"
-        assert (fold / "model.weights.h5").stat().st_size > 0
-        history = pd.read_csv(fold / "history.csv")
-        assert len(history) == 1 and {"loss", "rmse", "val_rmse", "lr"} <= set(history.columns)
-        oof = pd.read_csv(fold / "oof.csv", dtype={"Id": str})
-        assert list(oof.columns) == ["Id", "kfold", "Pawpularity", "pred"]
-        assert (oof["kfold"] == k).all() and oof["pred"].between(1, 100).all()
-        assert set(oof["Id"]) == set(folds.loc[folds["kfold"] == k, "Id"])
-        metrics = json.loads((fold / "metrics.json").read_text())
-        assert metrics["n_folds"] == 2 and metrics["epochs"] == 1 and metrics["train_images_per_second"] > 0
-        # the recorded RMSE is the one of the OOF file, in Pawpularity units
-        assert metrics["val_rmse"] == pytest.approx(np.sqrt(np.mean((oof["Pawpularity"] - oof["pred"]) ** 2)))
-
-    cv = json.loads((run_dir / "cv.json").read_text())
-    all_oof = pd.read_csv(run_dir / "oof.csv", dtype={"Id": str})
-    assert len(all_oof) == 36 and cv["n_oof"] == 36 and cv["n_folds"] == 2
-    assert cv["cv_rmse"] == pytest.approx(np.sqrt(np.mean((all_oof["Pawpularity"] - all_oof["pred"]) ** 2)))
-    assert cv["noise_floor_rmse"] > 0 and cv["constant_baseline_rmse"] > 0
-    # The honest constant baseline: each fold predicts the mean of its own training part.
-    const = folds["kfold"].map({k: folds.loc[folds["kfold"] != k, "Pawpularity"].mean() for k in (0, 1)})
-    assert cv["constant_baseline_rmse"] == pytest.approx(np.sqrt(np.mean((folds["Pawpularity"] - const) ** 2)))
-    report = run_dir / "report" / "report.md"
-    assert report.is_file() and "learning_curves.png" in report.read_text()
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert saved["name"] == "tiny" and saved["train"]["epochs"] == 1
-
-    table = run([py, "predict.py", str(cfg)], ROOT).stdout
-    sub_path = tmp_path / "submissions" / "tiny.csv"
-    assert str(sub_path) in table and "hidden-test RMSE" in table
-    sub = pd.read_csv(sub_path, dtype={"Id": str})
-    test = pd.read_csv(tmp_path / "data" / "test.csv", dtype={"Id": str})
-    assert sub["Id"].tolist() == test["Id"].tolist()
-    assert sub["Pawpularity"].between(1, 100).all()
-    assert run([py, "-m", "lresizervit", "validate", str(sub_path), "--test-csv",
-                str(tmp_path / "data" / "test.csv")], ROOT).returncode == 0
-
-    # Training one fold again under a changed config would mix two models in one CV: refused, by key.
-    bad = run(["bash", "train_folds.sh", str(cfg), "1", "--set", "train.learning_rate=0.5"], ROOT, check=False)
-    assert bad.returncode != 0 and "train.learning_rate" in bad.stderr
-
-    # A fold missing its model: the predictor refuses instead of writing a submission from one fold.
-    before = sub_path.read_bytes()
-    (run_dir / "fold_1" / "model.weights.h5").unlink()
-    bad = run([py, "-c", NO_TENSORFLOW, "predict", str(cfg)], ROOT, check=False)
-    assert bad.returncode == 0 and "folds [1] of 2 are not trained" in bad.stderr
-    # found before Keras starts
-    assert bad.stdout.strip().splitlines()[-1] == "EXIT 2 TENSORFLOW False KERAS False"
-    assert sub_path.read_bytes() == before
-
-
-@pytest.mark.slow
 def test_train_refuses_bad_data_before_training(tmp_path):
     py = sys.executable
     run([py, "-m", "lresizervit", "synth", "--out", str(tmp_path / "data"), "--train", "12", "--test", "2",
@@ -119,34 +55,39 @@ def test_train_refuses_bad_data_before_training(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_from_tfrecords(tmp_path):
+def test_train_from_tfrecords(tmp_path, capsys):
     """One set of records, written once, trains a fold through either augmentation path (albumentations, and
-    the pure-TF one a TPU input host needs)."""
+    the pure-TF one a TPU input host needs). The commands run in this process (`main`): a `train` process
+    is another test's subject (test_parallel_folds.py), and each would import TensorFlow again (~7 s)."""
+    from lresizervit.cli import main
+
     py = sys.executable
     run([py, "-m", "lresizervit", "synth", "--out", str(tmp_path / "data"), "--train", "20", "--test", "3",
          "--min-side", "40", "--max-side", "48", "--max-long-side", "56", "--seed", "2"], ROOT)
-    cfg = tiny_config(tmp_path)
-    run([py, "-m", "lresizervit", "folds", str(cfg)], ROOT)
+    cfg = str(tiny_config(tmp_path))
+    assert main(["folds", cfg]) == 0
     records = ["--set", "data.tfrecords=true"]
-    out = run([py, "-m", "lresizervit", "tfrecords", str(cfg), *records], ROOT).stdout
+    capsys.readouterr()
+    assert main(["tfrecords", cfg, *records]) == 0
+    out = capsys.readouterr().out
     assert "wrote" in out and "tfrecords_32" in out
     for pure_tf in ("false", "true"):
         sets = [*records, "--set", f"data.pure_tf_augment={pure_tf}"]
-        out = run([py, "-c", NO_TENSORFLOW, "tfrecords", str(cfg), "--if-missing", *sets], ROOT).stdout
+        out = run([py, "-c", NO_TENSORFLOW, "tfrecords", cfg, "--if-missing", *sets], ROOT).stdout
         # Records up to date are kept without starting TensorFlow, which only writing them needs.
         assert "up to date" in out and out.strip().splitlines()[-1] == "EXIT 0 TENSORFLOW False KERAS False"
     folds = pd.read_csv(tmp_path / "folds.csv", dtype={"Id": str})
     expected = folds[folds["kfold"] == 1]
     for pure_tf in ("false", "true"):
         name = f"pure_tf_{pure_tf}"
-        run([py, "-m", "lresizervit", "train", str(cfg), "--fold", "1", *records, "--set", f"name={name}",
-             "--set", f"data.pure_tf_augment={pure_tf}"], ROOT)
+        assert main(["train", cfg, "--fold", "1", *records, "--set", f"name={name}",
+                     "--set", f"data.pure_tf_augment={pure_tf}"]) == 0
         oof = pd.read_csv(tmp_path / "models" / name / "fold_1" / "oof.csv", dtype={"Id": str})
         # Row for row the fold's Ids, in the folds file's order, with their own targets.
         assert oof["Id"].tolist() == expected["Id"].tolist(), pure_tf
         assert oof["Pawpularity"].tolist() == expected["Pawpularity"].tolist(), pure_tf
     # Records from another folds file are refused before training.
-    run([py, "-m", "lresizervit", "folds", str(cfg), "--set", "data.fold_seed=9"], ROOT)
-    bad = run([py, "-m", "lresizervit", "train", str(cfg), "--fold", "0", *records, "--set", "data.fold_seed=9",
-               "--set", "name=other"], ROOT, check=False)
-    assert bad.returncode == 2 and "tfrecords_32" in bad.stderr
+    assert main(["folds", cfg, "--set", "data.fold_seed=9"]) == 0
+    capsys.readouterr()
+    assert main(["train", cfg, "--fold", "0", *records, "--set", "data.fold_seed=9", "--set", "name=other"]) == 2
+    assert "tfrecords_32" in capsys.readouterr().err

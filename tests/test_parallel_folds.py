@@ -18,6 +18,7 @@ import yaml
 
 from lresizervit.cli import main
 from tests.facts import ID, TARGET
+from tests.test_cli import NO_TENSORFLOW
 from tests.tiny import shrink_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,15 +92,20 @@ def experiment_files(run: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_failed_fold_stops_no_other_and_a_rerun_matches_a_sequential_run(tiny):
-    """Fold 1 fails at once while fold 0 trains on its own device: fold 0 completes, the failure is named
-    at the end, cv and report say what is missing. The same command again skips fold 0 and trains fold 1;
-    the experiment is then the one a sequential run writes (same files, same config, same OOF rows, a
-    cv.json that is what its folds' oof.csv give), each fold with its own log. (Two real folds training at
-    once, each logging to its own file, with cv.json written by both: the kernel's GPU T4 x2 test in
-    test_train_kernel.py; writers finishing together: the test at the end of this file.)"""
-    seq = script(tiny, [str(tiny_config(tiny, "seq"))], tiny / "seq.record", cuda="5,7")
+def test_the_user_path_then_the_same_in_parallel_with_a_failed_fold(tiny):
+    """The whole path a user runs, with the real commands: train_folds.sh → predict.py → validate, its
+    artefacts and refusals. That sequential run is then the reference of the parallel one: fold 1 fails at
+    once while fold 0 trains on its own device: fold 0 completes, the failure is named at the end, cv and
+    report say what is missing. The same command again skips fold 0 and trains fold 1; the experiment is
+    then the one the sequential run wrote (same files, same config, same OOF rows, a cv.json that is what
+    its folds' oof.csv give), each fold with its own log. (Two real folds training at once, each logging to
+    its own file, with cv.json written by both: the kernel's GPU T4 x2 test in test_train_kernel.py; writers
+    finishing together: the test at the end of this file.)"""
+    seq_cfg = tiny_config(tiny, "seq")
+    seq = script(tiny, [str(seq_cfg)], tiny / "seq.record", cuda="5,7")
     assert seq.returncode == 0, seq.stdout[-3000:] + seq.stderr[-3000:]
+    user_path_artefacts_and_refusals(tiny, seq_cfg, seq.stdout)
+
     cfg = str(tiny_config(tiny, "par"))
     fail = script(tiny, [cfg, "--parallel", "2"], tiny / "fail.record", FAIL_FOLD="1")
     par_run = tiny / "models" / "par"
@@ -150,6 +156,74 @@ def test_a_failed_fold_stops_no_other_and_a_rerun_matches_a_sequential_run(tiny)
         assert f"fold {1 - k}: val RMSE" not in log
         assert f"[fold {k}] fold {k}: val RMSE" in out
     assert "CV RMSE" in par.stdout and "wrote " in par.stdout  # cv and report ran after the pool
+    user_path_refuses_a_fold_without_its_model(tiny, seq_cfg)
+
+
+def run(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": sys.executable, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def user_path_artefacts_and_refusals(root: Path, cfg: Path, out: str) -> None:
+    """What train_folds.sh wrote (2 folds, 1 epoch), what predict.py and validate make of it, and a fold
+    trained again under a changed config refused by key."""
+    assert "CV RMSE" in out
+    run_dir = root / "models" / "seq"
+    folds = pd.read_csv(root / "folds.csv", dtype={ID: str})
+    assert sorted(folds["kfold"].unique()) == [0, 1]
+    for k in (0, 1):
+        fold = run_dir / f"fold_{k}"
+        assert (fold / "model.weights.h5").stat().st_size > 0
+        history = pd.read_csv(fold / "history.csv")
+        assert len(history) == 1 and {"loss", "rmse", "val_rmse", "lr"} <= set(history.columns)
+        oof = pd.read_csv(fold / "oof.csv", dtype={ID: str})
+        assert list(oof.columns) == [ID, "kfold", TARGET, "pred"]
+        assert (oof["kfold"] == k).all() and oof["pred"].between(1, 100).all()
+        assert set(oof[ID]) == set(folds.loc[folds["kfold"] == k, ID])
+        metrics = json.loads((fold / "metrics.json").read_text())
+        assert metrics["n_folds"] == 2 and metrics["epochs"] == 1 and metrics["train_images_per_second"] > 0
+        # the recorded RMSE is the one of the OOF file, in Pawpularity units
+        assert metrics["val_rmse"] == pytest.approx(np.sqrt(np.mean((oof[TARGET] - oof["pred"]) ** 2)))
+
+    cv = json.loads((run_dir / "cv.json").read_text())
+    all_oof = pd.read_csv(run_dir / "oof.csv", dtype={ID: str})
+    assert len(all_oof) == 24 and cv["n_oof"] == 24 and cv["n_folds"] == 2
+    assert cv["cv_rmse"] == pytest.approx(np.sqrt(np.mean((all_oof[TARGET] - all_oof["pred"]) ** 2)))
+    assert cv["noise_floor_rmse"] > 0 and cv["constant_baseline_rmse"] > 0
+    # The honest constant baseline: each fold predicts the mean of its own training part.
+    const = folds["kfold"].map({k: folds.loc[folds["kfold"] != k, TARGET].mean() for k in (0, 1)})
+    assert cv["constant_baseline_rmse"] == pytest.approx(np.sqrt(np.mean((folds[TARGET] - const) ** 2)))
+    report = run_dir / "report" / "report.md"
+    assert report.is_file() and "learning_curves.png" in report.read_text()
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["name"] == "seq" and saved["train"]["epochs"] == 1
+
+    table = run([sys.executable, "predict.py", str(cfg)])
+    assert table.returncode == 0, table.stderr[-3000:]
+    sub_path = root / "submissions" / "seq.csv"
+    assert str(sub_path) in table.stdout and "hidden-test RMSE" in table.stdout
+    sub = pd.read_csv(sub_path, dtype={ID: str})
+    test = pd.read_csv(root / "data" / "test.csv", dtype={ID: str})
+    assert sub[ID].tolist() == test[ID].tolist() and sub[TARGET].between(1, 100).all()
+    checked = run([sys.executable, "-m", "lresizervit", "validate", str(sub_path), "--test-csv",
+                   str(root / "data" / "test.csv")])
+    assert checked.returncode == 0, checked.stderr
+
+    # Training one fold again under a changed config would mix two models in one CV: refused, by key.
+    bad = run(["bash", "train_folds.sh", str(cfg), "1", "--set", "train.learning_rate=0.5"])
+    assert bad.returncode != 0 and "train.learning_rate" in bad.stderr
+
+
+def user_path_refuses_a_fold_without_its_model(root: Path, cfg: Path) -> None:
+    """A fold missing its model: the predictor refuses, before Keras starts, instead of writing a submission
+    from one fold."""
+    sub_path = root / "submissions" / "seq.csv"
+    before = sub_path.read_bytes()
+    (root / "models" / "seq" / "fold_1" / "model.weights.h5").unlink()
+    bad = run([sys.executable, "-c", NO_TENSORFLOW, "predict", str(cfg)])
+    assert bad.returncode == 0 and "folds [1] of 2 are not trained" in bad.stderr
+    assert bad.stdout.strip().splitlines()[-1] == "EXIT 2 TENSORFLOW False KERAS False"
+    assert sub_path.read_bytes() == before
 
 
 @pytest.mark.parametrize(("args", "env", "message"), [

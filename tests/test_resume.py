@@ -114,18 +114,20 @@ def train_until_backed_up(cfg_path: Path, fold: Path, epochs: int, env: dict | N
     return proc
 
 
-def test_early_stopping_and_force(tmp_path):
-    py = sys.executable
+def test_early_stopping_and_force(tmp_path, capsys):
+    """In this process (`main`): what is checked is the trainer's, not the process's (the tests above)."""
+    from lresizervit.cli import main
+
     # A learning rate of ~0 never improves after epoch 1 (no BatchNorm either: the bilinear resizer has
     # none, so nothing moves at all): patience 2 stops after epoch 3.
     cfg_path = tiny_experiment(tmp_path, 16, 4, {"epochs": 30, "patience": 2, "learning_rate": 1e-12,
                                                  "clip_norm": 1.0, "tensorboard": False}, resizer_mode="bilinear")
-    out = run([py, "-m", "lresizervit", "train", str(cfg_path), "--fold", "1"], ROOT).stdout
-    assert "stopping early" in out
+    assert main(["train", str(cfg_path), "--fold", "1"]) == 0
+    assert "stopping early" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "models/tiny/fold_1/metrics.json").read_text())
     assert metrics["epochs"] == 3 and metrics["epochs_planned"] == 30 and metrics["best_epoch"] == 1
     assert not (tmp_path / "models/tiny/fold_1/logs").exists()
     first = (tmp_path / "models/tiny/fold_1/metrics.json").stat().st_mtime_ns
-    out = run([py, "-m", "lresizervit", "train", str(cfg_path), "--fold", "1", "--force"], ROOT).stdout
-    assert "already trained" not in out
+    assert main(["train", str(cfg_path), "--fold", "1", "--force"]) == 0
+    assert "already trained" not in capsys.readouterr().out
     assert (tmp_path / "models/tiny/fold_1/metrics.json").stat().st_mtime_ns != first

@@ -187,9 +187,13 @@ def _run(args):
 
 
 @pytest.mark.slow
-def test_another_task_trains_and_predicts_a_valid_submission(tmp_path):
+def test_another_task_trains_and_predicts_a_valid_submission(tmp_path, capsys):
     """Other column names, a real-valued target in [0, 10], non-binary metadata and another image layout,
-    through the commands a user runs."""
+    through the commands a user runs: synth and check-data as processes, then folds, train (each fold), cv
+    and predict in this process (`main`, what train_folds.sh and predict.py call): the processes themselves are
+    test_parallel_folds.py's subject, and each would import TensorFlow again (~7 s)."""
+    from lresizervit.cli import main
+
     tree = yaml.safe_load((ROOT / "configs" / "task_example.yaml").read_text())
     tree["output_dir"] = str(tmp_path / "models")
     tree["data"].update(dir=str(tmp_path / "data"), folds_csv=str(tmp_path / "folds.csv"), n_folds=2,
@@ -203,7 +207,11 @@ def test_another_task_trains_and_predicts_a_valid_submission(tmp_path):
     _run([py, "-m", "lresizervit", "synth", "--out", str(tmp_path / "data"), "--train", "30", "--test", "6",
           "--min-side", "40", "--max-side", "48", "--max-long-side", "64", "--config", str(cfg)])
     assert _run([py, "-m", "lresizervit", "check-data", str(cfg)]).startswith(str(tmp_path / "data"))
-    assert "CV RMSE" in _run(["bash", "train_folds.sh", str(cfg)])
+    assert main(["folds", str(cfg)]) == 0
+    for k in (0, 1):
+        assert main(["train", str(cfg), "--fold", str(k)]) == 0
+    assert main(["cv", str(cfg)]) == 0
+    assert "CV RMSE" in capsys.readouterr().out
     run_dir = tmp_path / "models" / "task_example"
     oof = pd.read_csv(run_dir / "oof.csv", dtype={"image_id": str})
     assert list(oof.columns) == ["image_id", "kfold", "score", "pred"] and oof["pred"].between(0, 10).all()
@@ -216,7 +224,7 @@ def test_another_task_trains_and_predicts_a_valid_submission(tmp_path):
     mean = keras.ops.convert_to_numpy(model.get_layer("metadata_standardise").mean).reshape(-1)
     np.testing.assert_allclose(mean, [0.0, train["size_estimate"].mean()], rtol=1e-5)
 
-    _run([py, "predict.py", str(cfg)])
+    assert main(["predict", str(cfg)]) == 0
     sub = pd.read_csv(tmp_path / "submissions" / "task_example.csv", dtype={"image_id": str})
     test = pd.read_csv(tmp_path / "data" / "test.csv", dtype={"image_id": str})
     assert list(sub.columns) == ["image_id", "score"] and sub["image_id"].tolist() == test["image_id"].tolist()

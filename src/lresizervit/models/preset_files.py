@@ -44,6 +44,8 @@ def _kaggle_handle(preset: str) -> str | None:
     """`owner/model/framework/variation[/version]` for a preset name or `kaggle://` handle, else None."""
     if preset.startswith(KAGGLE_SCHEME):
         return preset[len(KAGGLE_SCHEME):].strip("/")
+    if os.sep in preset or "/" in preset or preset.startswith(("~", ".")):
+        return None  # a path, never a preset name: no keras_hub (and TensorFlow) import, ~7 s on a 2-core CPU
     import keras_hub
 
     known = keras_hub.models.Backbone.presets.get(preset)
