@@ -90,35 +90,29 @@ def test_parse_variants():
         parse_variants("learned@big", 96)
 
 
-def test_bench_step_one_variant_in_its_own_process(tmp_path, capsys):
+@pytest.mark.slow
+def test_bench_step_on_both_backends_side_by_side(tmp_path, capsys):
+    """--backends: the same variant in a TensorFlow and a JAX process, each its own; FLOPs (counted on TF's
+    graph) shared, the cross-backend ratio computed from the two medians; the TensorFlow row holds every
+    figure of a step bench (time, memory, FLOPs, the matmul yardstick) and the tables name it."""
     out, md = tmp_path / "step.json", tmp_path / "step.md"
     assert main(["bench", "configs/demo.yaml", "--what", "step", "--variants", "conv_after_resize@32", "--batch", "2",
-                 "--steps", "2", "--matmul-size", "256", "--json", str(out), "--md", str(md), *SET_ARGS]) == 0
-    result = json.loads(out.read_text())
-    (name, row), = result["variants"].items()
-    assert name == "conv_after_resize 32->16" and row["precision"] == "float32"
-    assert row["step_seconds"] > 0 and len(row["step_seconds_runs"]) == 2
-    assert row["peak_rss_mib"] >= row["static_rss_mib"] > 0
-    assert row["train_step_flops"] == 3 * row["forward_flops"] > 0
-    assert row["matmul"]["float32"]["flops_per_second"] > 0 and 0 < row["fraction_of_matmul"]
-    assert "| conv_after_resize 32->16 |" in md.read_text() and "| conv_after_resize 32->16 |" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_bench_step_on_both_backends_side_by_side(tmp_path):
-    """--backends: the same variant in a TensorFlow and a JAX process; FLOPs (counted on TF's graph) shared,
-    the cross-backend ratio computed from the two medians."""
-    out = tmp_path / "step.json"
-    assert main(["bench", "configs/demo.yaml", "--what", "step", "--variants", "bilinear@32", "--batch", "2",
                  "--steps", "2", "--matmul-size", "256", "--backends", "tensorflow,jax", "--json", str(out),
-                 *SET_ARGS]) == 0
+                 "--md", str(md), *SET_ARGS]) == 0
     result = json.loads(out.read_text())
     assert result["backends"] == ["tensorflow", "jax"]
-    tf_row, jax_row = result["variants"]["bilinear 32->16 [tensorflow]"], result["variants"]["bilinear 32->16 [jax]"]
+    name = "conv_after_resize 32->16"
+    tf_row, jax_row = result["variants"][f"{name} [tensorflow]"], result["variants"][f"{name} [jax]"]
     assert tf_row["backend"] == "tensorflow" and jax_row["backend"] == "jax"
     assert jax_row["train_step_flops"] == tf_row["train_step_flops"] > 0 and jax_row["step_seconds"] > 0
-    ratio = result["comparisons"]["bilinear 32->16: TensorFlow step time / JAX step time"]
+    ratio = result["comparisons"][f"{name}: TensorFlow step time / JAX step time"]
     assert ratio == pytest.approx(tf_row["step_seconds"] / jax_row["step_seconds"])
+    assert tf_row["precision"] == "float32"
+    assert tf_row["step_seconds"] > 0 and len(tf_row["step_seconds_runs"]) == 2
+    assert tf_row["peak_rss_mib"] >= tf_row["static_rss_mib"] > 0
+    assert tf_row["train_step_flops"] == 3 * tf_row["forward_flops"] > 0
+    assert tf_row["matmul"]["float32"]["flops_per_second"] > 0 and 0 < tf_row["fraction_of_matmul"]
+    assert f"| {name} [tensorflow] |" in md.read_text() and f"| {name} [jax] |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("flags, message", [

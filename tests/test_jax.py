@@ -1,6 +1,6 @@
 """Keras 3 on JAX: the backend key, the user's commands on JAX, DataParallel over two host devices, and
-models crossing backends. Keras fixes its backend once per process and this one runs TensorFlow, so
-everything on JAX runs in a subprocess, with its compile cache in a temp dir (never in ~/.cache)."""
+models crossing backends both ways. Keras fixes its backend once per process and this one runs TensorFlow,
+so everything on JAX runs in a subprocess, with its compile cache in a temp dir (never in ~/.cache)."""
 
 import json
 import os
@@ -192,33 +192,6 @@ def test_padded_validation_scores_the_real_rows_only(tmp_path):
     assert b["loss"] == pytest.approx(a["loss"], rel=0.05)
 
 
-# ------------------------------------------------------------------------------- models cross backends
-
-def test_a_tensorflow_fold_predicts_the_same_on_jax(tiny_experiment, tmp_path, jax_cache):
-    from lresizervit.backend import predict_batch
-    from lresizervit.models.fold_model import load_fold_model
-
-    model_path = tiny_experiment / "models" / "tiny" / "fold_0" / "model.weights.h5"
-    rng = np.random.default_rng(1)
-    x = {"image": rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8),
-         "metadata": rng.integers(0, 2, (5, 12)).astype("float32")}
-    np.savez(tmp_path / "x.npz", **x)
-    on_tf = np.asarray(predict_batch(load_fold_model(model_path), x)).reshape(-1)
-    script = (
-        "import sys, numpy as np, keras\n"
-        "from lresizervit.backend import predict_batch\n"
-        "from lresizervit.models.fold_model import load_fold_model\n"
-        "assert keras.backend.backend() == 'jax'\n"
-        "x = dict(np.load(sys.argv[2]))\n"
-        # 8 rows: the 5 real ones padded to one compiled shape, as predict_models does with a last batch
-        "np.save(sys.argv[3], np.asarray(predict_batch(load_fold_model(sys.argv[1]), x, 8)).reshape(-1))\n")
-    run([sys.executable, "-c", script, str(model_path), str(tmp_path / "x.npz"), str(tmp_path / "jax.npy")],
-        env_for("jax", jax_cache))
-    on_jax = np.load(tmp_path / "jax.npy")
-    assert on_jax.shape == (5,)
-    np.testing.assert_allclose(on_jax, on_tf, rtol=0, atol=1e-3)  # Pawpularity units; float32 either way
-
-
 # ------------------------------------------------------------------------ the user's commands on JAX
 
 @pytest.mark.slow
@@ -267,15 +240,25 @@ TWO_DEVICES = """
 import json, sys
 from pathlib import Path
 
+import keras
+import numpy as np
 import pandas as pd
 import yaml
 
+from lresizervit.backend import predict_batch
 from lresizervit.config import load_config
+from lresizervit.models.fold_model import load_fold_model
 from lresizervit.training.trainer import train_fold
 
+assert keras.backend.backend() == "jax"
+
 tmp, fold = Path(sys.argv[1]), int(sys.argv[2])
-base = yaml.safe_load((tmp / "tiny.yaml").read_text())
 out = {}
+# First (before any distribution is set): a fold model trained on TensorFlow, predicted here on JAX; 8 rows,
+# the 5 real ones padded to one compiled shape, as predict_models does with a last batch.
+x = dict(np.load(sys.argv[4]))
+out["tf_fold_on_jax"] = np.asarray(predict_batch(load_fold_model(sys.argv[3]), x, 8)).reshape(-1).tolist()
+base = yaml.safe_load((tmp / "tiny.yaml").read_text())
 # The same global batch of 16: one device x 16 at learning rate L, two devices x 8 at L/2 (scaled by 2).
 for name, strategy, batch, lr in (("one", "default", 16, 2e-3), ("two", "auto", 8, 1e-3)):
     tree = dict(base, name=name)
@@ -289,11 +272,22 @@ print("RESULT " + json.dumps(out))
 
 
 @pytest.mark.slow
-def test_two_devices_reproduce_one_device(tmp_path, jax_cache):
+def test_two_devices_reproduce_one_device_and_a_tensorflow_fold_predicts_the_same(tmp_path, jax_cache,
+                                                                                  tiny_experiment):
     """XLA_FLAGS gives this CPU two JAX devices; DataParallel over them trains like one device on the same
     global batch: same losses, same val RMSE (the resizer's BatchNorm sees the global batch), the val rows
-    padded to the devices scored on the real rows only."""
+    padded to the devices scored on the real rows only. The same JAX process (one fewer start, ~15 s) first
+    predicts a fold model trained on TensorFlow: what TensorFlow predicts."""
+    from lresizervit.backend import predict_batch
     from lresizervit.data.folds import read_folds
+    from lresizervit.models.fold_model import load_fold_model
+
+    model_path = tiny_experiment / "models" / "tiny" / "fold_0" / "model.weights.h5"
+    rng = np.random.default_rng(1)
+    x = {"image": rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8),
+         "metadata": rng.integers(0, 2, (5, 12)).astype("float32")}
+    np.savez(tmp_path / "x.npz", **x)
+    on_tf = np.asarray(predict_batch(load_fold_model(model_path), x)).reshape(-1)
 
     cfg = make_data(tmp_path, 65, 5, {"epochs": 2, "deterministic": True})
     folds, _ = read_folds(tmp_path / "folds.csv", TASK)
@@ -301,8 +295,12 @@ def test_two_devices_reproduce_one_device(tmp_path, jax_cache):
     fold = int((folds["kfold"].value_counts() == 33).idxmax())
     assert cfg == tmp_path / "tiny.yaml"
     env = env_for("jax", jax_cache, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    out = run([sys.executable, "-c", TWO_DEVICES, str(tmp_path), str(fold)], env).stdout
+    out = run([sys.executable, "-c", TWO_DEVICES, str(tmp_path), str(fold), str(model_path), str(tmp_path / "x.npz")],
+              env).stdout
     result = json.loads(out.split("RESULT ", 1)[1])
+    on_jax = np.asarray(result["tf_fold_on_jax"])
+    assert on_jax.shape == (5,)
+    np.testing.assert_allclose(on_jax, on_tf, rtol=0, atol=1e-3)  # Pawpularity units; float32 either way
     one, two = result["one"], result["two"]
     assert one["metrics"]["replicas"] == 1 and one["metrics"]["devices"] == ["cpu:0"]
     assert two["metrics"]["replicas"] == 2 and two["metrics"]["devices"] == ["cpu:0", "cpu:1"]
