@@ -267,6 +267,9 @@ for name, strategy, batch, lr in (("one", "default", 16, 2e-3), ("two", "auto", 
     metrics = train_fold(load_config(tmp / f"{name}.yaml"), fold)
     history = pd.read_csv(tmp / "models" / name / f"fold_{fold}" / "history.csv")
     out[name] = {"metrics": metrics, "history": history[["loss", "rmse", "val_rmse"]].to_numpy().tolist()}
+import jax
+out["cache"] = {"dir": jax.config.jax_compilation_cache_dir,
+                "min_compile_secs": jax.config.jax_persistent_cache_min_compile_time_secs}
 print("RESULT " + json.dumps(out))
 """
 
@@ -298,6 +301,9 @@ def test_two_devices_reproduce_one_device_and_a_tensorflow_fold_predicts_the_sam
     out = run([sys.executable, "-c", TWO_DEVICES, str(tmp_path), str(fold), str(model_path), str(tmp_path / "x.npz")],
               env).stdout
     result = json.loads(out.split("RESULT ", 1)[1])
+    # The trainer keeps every compiled program on disk, not only those that took over a second to compile.
+    assert result["cache"] == {"dir": jax_cache, "min_compile_secs": 0.0}
+    assert any(Path(jax_cache).iterdir())
     on_jax = np.asarray(result["tf_fold_on_jax"])
     assert on_jax.shape == (5,)
     np.testing.assert_allclose(on_jax, on_tf, rtol=0, atol=1e-3)  # Pawpularity units; float32 either way

@@ -28,7 +28,12 @@ def cache_compiled_programs() -> str | None:
     """On JAX, keep compiled XLA programs on disk (JAX's persistent compilation cache), so the folds after
     the first, a resumed fold and `predict.py` skip most of the compile; returns the folder (None on
     TensorFlow). JAX_COMPILATION_CACHE_DIR, where set, is kept; else ~/.cache/lresizervit/jax
-    (XDG_CACHE_HOME honoured). A program is the same only for the same model, shapes and JAX version."""
+    (XDG_CACHE_HOME honoured). A program is the same only for the same model, shapes and JAX version.
+
+    Every program is kept, not only those that took JAX's default 1 s to compile: a fold process compiles
+    dozens of programs under a second each (train, eval and predict steps, the resizer's, the metrics'),
+    which together cost seconds per process on a CPU (BENCHMARKS §8: the JAX user-path test 92 → 65 s).
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS, where set, is kept."""
     import keras
 
     if keras.backend.backend() != "jax":
@@ -38,6 +43,8 @@ def cache_compiled_programs() -> str | None:
     folder = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "lresizervit", "jax")
     jax.config.update("jax_compilation_cache_dir", folder)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return folder
 
 
