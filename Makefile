@@ -42,10 +42,10 @@ demo: install
 TEST_WORKERS ?= 2
 
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not images" --durations=25
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not images" --durations=25
 
 test-fast: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow and not images"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not images"
 
 # Kaggle's GPU and TPU images as test environments (README: Runs on): virtualenvs rebuilt from PyPI with the
 # images' versions (tests/images/*.txt; rebuilt when that file changes), and the wheels their tests install

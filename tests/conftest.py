@@ -15,18 +15,6 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The files that take longest (each over ~30 s of `make test`, slowest first, measured 2026-12-07), run
-# first: the Makefile's `--dist loadfile --no-loadscope-reorder` hands files to the workers in this order,
-# so the run ends on short files instead of one worker finishing a long one alone. The rest keep their order.
-SLOWEST_FILES_FIRST = ("test_transfer.py", "test_jax.py", "test_parallel_folds.py", "test_kaggle_train.py",
-                       "test_train_kernel.py", "test_resume.py", "test_models.py", "test_keras_hub_backbone.py",
-                       "test_faults.py", "test_bench.py", "test_multi_worker.py", "test_deadline.py")
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(SLOWEST_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort
-
 
 @pytest.fixture(scope="session")
 def tiny_experiment(tmp_path_factory) -> Path:
