@@ -37,8 +37,9 @@ demo: install
 	echo "make demo: $$(( $$(date +%s) - start )) s (not counting the install)"
 
 # Test files spread over TEST_WORKERS processes (pytest-xdist; a file's tests stay together so its module
-# fixtures are built once). Most tests use one core: on this 2-core machine 2 workers keep both ~85% busy
-# (29 min of CPU in 18 min, 2026-12-07). Each worker imports TensorFlow (~0.8 GB), so the default is not every core.
+# fixtures are built once). Most tests use one core: on this 2-core machine 2 workers keep both ~92% busy
+# (19 min of CPU in 10 min, 2026-12-07; 3 workers were slower). Each worker imports TensorFlow (~0.8 GB),
+# so the default is not every core.
 TEST_WORKERS ?= 2
 
 test: install
