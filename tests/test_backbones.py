@@ -72,6 +72,7 @@ def test_plain_tfsmlayer_fails_with_adamw(savedmodel_dir):
         model.fit(x, y, batch_size=2, verbose=0)
 
 
+@pytest.mark.slow  # a fresh process imports TensorFlow (~7 s): not in make test-fast
 def test_finetune_then_reload_in_new_process(savedmodel_dir, tmp_path):
     backbone = build_backbone("savedmodel:" + savedmodel_dir, SIZE)
     assert backbone.output_shape == (None, FEATURES)

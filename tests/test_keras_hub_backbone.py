@@ -235,6 +235,7 @@ def reloaded(tmp_path_factory) -> dict:
     return {key: (expected[key], got[key]) for key in expected}
 
 
+@pytest.mark.slow  # a fresh process imports TensorFlow (~7 s): not in make test-fast
 @pytest.mark.parametrize(("family", "size"), RELOADED)
 def test_fold_files_reload_without_the_preset(reloaded, family, size):
     expected, got = reloaded[f"{family}_{size}"]

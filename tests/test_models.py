@@ -267,6 +267,7 @@ def test_regressor_rejects_target_not_divisible_by_patch():
         build_regressor(cfg, 30, TASK)
 
 
+@pytest.mark.slow  # a fresh process imports TensorFlow (~7 s): not in make test-fast
 def test_save_and_reload_in_a_new_process(tmp_path):
     """A fold's model files reload with nothing but this package and the experiment's config.yaml beside
     them, in a fresh interpreter, with the same predictions."""
@@ -305,6 +306,7 @@ def test_a_model_file_holding_code_is_refused_and_the_code_never_runs(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # a fresh process imports TensorFlow (~7 s): not in make test-fast
 def test_predict_refuses_an_experiment_whose_model_holds_code(tiny_experiment, tmp_path):
     """The user's path: someone else's models/<exp>/ with a fold model holding a Lambda that writes a file.
     `predict.py` stops with one error line naming the file, and the Lambda never ran."""
