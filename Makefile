@@ -1,5 +1,5 @@
 # `make demo`: synthetic data → folds → train every fold → submission, on a CPU in minutes.
-# `make test`: the test suite (`make test-fast` skips the slow end-to-end runs).
+# `make test`: the test suite (`make test-fast` skips the slow ones: end-to-end runs, fresh-process reloads).
 # Inside an active virtualenv/conda env that env is used; otherwise a local .venv is created.
 ifneq ($(VIRTUAL_ENV)$(CONDA_PREFIX),)
 PY := python

@@ -31,7 +31,7 @@ def cache_compiled_programs() -> str | None:
     (XDG_CACHE_HOME honoured). A program is the same only for the same model, shapes and JAX version.
 
     Every program is kept, not only those that took JAX's default 1 s to compile: a fold process compiles
-    dozens of programs under a second each (train, eval and predict steps, the resizer's, the metrics'),
+    about a hundred programs under a second each (train, eval and predict steps, the resizer's, the metrics'),
     which together cost seconds per process on a CPU (BENCHMARKS §8: the JAX user-path test 92 → 65 s).
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS, where set, is kept."""
     import keras

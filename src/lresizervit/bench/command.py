@@ -19,7 +19,7 @@ def check_args(args) -> None:
             raise ValueError(f"bench --{flag} must be at least 1, got {getattr(args, flag)}")
     if args.what == "replicas" and os.environ.get("KERAS_BACKEND") == "jax":
         raise ValueError("bench --what replicas times tf.distribute replicas (TensorFlow); under KERAS_BACKEND=jax "
-                         "the two-device check is tests/test_jax.py::test_two_devices_reproduce_one_device")
+                         "the two-device check is in tests/test_jax.py (two devices reproduce one)")
     if args.backends:
         bad = [b for b in args.backends.split(",") if b.strip() not in ("tensorflow", "jax")]
         if bad:
