@@ -19,6 +19,7 @@ import yaml
 from lresizervit.cli import main
 from tests.facts import ID, TARGET
 from tests.test_cli import NO_TENSORFLOW
+from tests.test_end_to_end import run
 from tests.tiny import shrink_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,11 +160,6 @@ def test_the_user_path_then_the_same_in_parallel_with_a_failed_fold(tiny):
     user_path_refuses_a_fold_without_its_model(tiny, seq_cfg)
 
 
-def run(args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHON": sys.executable, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-
-
 def user_path_artefacts_and_refusals(root: Path, cfg: Path, out: str) -> None:
     """What train_folds.sh wrote (2 folds, 1 epoch), what predict.py and validate make of it, and a fold
     trained again under a changed config refused by key."""
@@ -198,19 +194,17 @@ def user_path_artefacts_and_refusals(root: Path, cfg: Path, out: str) -> None:
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["name"] == "seq" and saved["train"]["epochs"] == 1
 
-    table = run([sys.executable, "predict.py", str(cfg)])
-    assert table.returncode == 0, table.stderr[-3000:]
+    table = run([sys.executable, "predict.py", str(cfg)], ROOT)
     sub_path = root / "submissions" / "seq.csv"
     assert str(sub_path) in table.stdout and "hidden-test RMSE" in table.stdout
     sub = pd.read_csv(sub_path, dtype={ID: str})
     test = pd.read_csv(root / "data" / "test.csv", dtype={ID: str})
     assert sub[ID].tolist() == test[ID].tolist() and sub[TARGET].between(1, 100).all()
-    checked = run([sys.executable, "-m", "lresizervit", "validate", str(sub_path), "--test-csv",
-                   str(root / "data" / "test.csv")])
-    assert checked.returncode == 0, checked.stderr
+    run([sys.executable, "-m", "lresizervit", "validate", str(sub_path), "--test-csv", str(root / "data" / "test.csv")],
+        ROOT)
 
     # Training one fold again under a changed config would mix two models in one CV: refused, by key.
-    bad = run(["bash", "train_folds.sh", str(cfg), "1", "--set", "train.learning_rate=0.5"])
+    bad = run(["bash", "train_folds.sh", str(cfg), "1", "--set", "train.learning_rate=0.5"], ROOT, check=False)
     assert bad.returncode != 0 and "train.learning_rate" in bad.stderr
 
 
@@ -220,7 +214,7 @@ def user_path_refuses_a_fold_without_its_model(root: Path, cfg: Path) -> None:
     sub_path = root / "submissions" / "seq.csv"
     before = sub_path.read_bytes()
     (root / "models" / "seq" / "fold_1" / "model.weights.h5").unlink()
-    bad = run([sys.executable, "-c", NO_TENSORFLOW, "predict", str(cfg)])
+    bad = run([sys.executable, "-c", NO_TENSORFLOW, "predict", str(cfg)], ROOT, check=False)
     assert bad.returncode == 0 and "folds [1] of 2 are not trained" in bad.stderr
     assert bad.stdout.strip().splitlines()[-1] == "EXIT 2 TENSORFLOW False KERAS False"
     assert sub_path.read_bytes() == before

@@ -212,9 +212,9 @@ def test_another_task_trains_and_predicts_a_valid_submission(tmp_path, capsys):
         assert main(["train", str(cfg), "--fold", str(k)]) == 0
     assert main(["cv", str(cfg)]) == 0
     assert "CV RMSE" in capsys.readouterr().out
-    assert main(["report", str(cfg)]) == 0  # train_folds.sh's last step: a real-valued target's bins and plots
-    assert (tmp_path / "models" / "task_example" / "report" / "report.md").is_file()
     run_dir = tmp_path / "models" / "task_example"
+    assert main(["report", str(cfg)]) == 0  # train_folds.sh's last step: a real-valued target's bins and plots
+    assert (run_dir / "report" / "report.md").is_file()
     oof = pd.read_csv(run_dir / "oof.csv", dtype={"image_id": str})
     assert list(oof.columns) == ["image_id", "kfold", "score", "pred"] and oof["pred"].between(0, 10).all()
 

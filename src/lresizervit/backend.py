@@ -32,7 +32,7 @@ def cache_compiled_programs() -> str | None:
 
     Every program is kept, not only those that took JAX's default 1 s to compile: a fold process compiles
     about a hundred programs under a second each (train, eval and predict steps, the resizer's, the metrics'),
-    which together cost seconds per process on a CPU (BENCHMARKS §8: the JAX user-path test 92 → 65 s).
+    which together cost seconds per process on a CPU (BENCHMARKS §12: a tiny fold after the first 17.5 → 10.6 s).
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS, where set, is kept."""
     import keras
 
