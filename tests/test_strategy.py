@@ -50,13 +50,19 @@ def test_multi_worker_task_names_the_chief(monkeypatch):
     assert multi_worker_task("multi_worker") is None  # make_strategy says what is missing
 
 
-TWO_REPLICAS = r"""
-import json, sys
-import numpy as np
+# Both scripts run in one process (a TensorFlow import each would cost ~7 s of CPU), this CPU split into 2
+# logical devices first: SYNC_MOMENTS then TWO_REPLICAS, each printing one JSON line.
+LOGICAL_CPUS = r"""
 import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+"""
+
+TWO_REPLICAS = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
 import keras
 from lresizervit.config import load_config
 from lresizervit.training.strategy import make_strategy
@@ -85,15 +91,22 @@ print(json.dumps({"one": one, "two": two}))
 """
 
 
-@pytest.mark.slow
-def test_two_replicas_match_one_on_the_same_global_batch():
+@pytest.fixture(scope="module")
+def two_logical_cpus() -> dict:
+    """SYNC_MOMENTS's and TWO_REPLICAS's results, from one fresh process with 2 logical CPUs."""
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     overrides = [*SETS, "model.head_dropout=0.0", "train.warmup_fraction=0.0", "train.learning_rate=0.002",
                  "train.epochs=1"]
-    proc = subprocess.run([sys.executable, "-c", TWO_REPLICAS, json.dumps(overrides)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", LOGICAL_CPUS + SYNC_MOMENTS + TWO_REPLICAS, json.dumps(overrides)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    moments, replicas = proc.stdout.strip().splitlines()[-2:]
+    return {"moments": json.loads(moments), "replicas": json.loads(replicas)}
+
+
+@pytest.mark.slow
+def test_two_replicas_match_one_on_the_same_global_batch(two_logical_cpus):
+    result = two_logical_cpus["replicas"]
     (n1, loss1), (n2, loss2) = result["one"], result["two"]
     assert (n1, n2) == (1, 2)
     assert loss1[-1] < loss1[0]  # it trained
@@ -106,10 +119,6 @@ def test_two_replicas_match_one_on_the_same_global_batch():
 SYNC_MOMENTS = r"""
 import json
 import numpy as np
-import tensorflow as tf
-
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from keras import ops
 from lresizervit.models.resizer import batch_moments
 
@@ -137,16 +146,13 @@ print(json.dumps({"new": new, "ref": ref}))
 """
 
 
-def test_synchronized_batch_moments_all_reduce_values_and_gradients_as_keras_does():
+def test_synchronized_batch_moments_all_reduce_values_and_gradients_as_keras_does(two_logical_cpus):
     """The resizer's batch statistics with their backward pass written out (models/resizer.py
     batch_moments) against Keras's synchronized moments, under 2 replicas that see different images and
     different losses: every replica gets the global statistics and the gradient through them."""
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, "-c", SYNC_MOMENTS], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
     import numpy as np
+
+    result = two_logical_cpus["moments"]
 
     (mean, var, grad), (mean_ref, var_ref, grad_ref) = result["new"], result["ref"]
     np.testing.assert_allclose(mean, mean_ref, rtol=1e-5, atol=1e-6)

@@ -339,41 +339,79 @@ def test_a_missing_input_is_one_error_line_naming_what_to_attach(missing, sandbo
 
 # ------------------------------------------------------------------------------------------------ training
 
+def preset_code(sandbox: dict, tmp: Path, name: str, backbone: str, **changes) -> tuple[Path, Path]:
+    """A tiny keras-hub ViT preset (at tmp/preset) and a code dataset whose config names it as `backbone`, for
+    64 px photos resized to the preset's 32."""
+    from tests.test_keras_hub_backbone import write_tiny_preset
+
+    preset = Path(write_tiny_preset("vit", tmp / "preset", size=32))
+    model = {**sandbox["tree"]["model"], "resizer": {**sandbox["tree"]["model"]["resizer"], "target_size": 32},
+             "backbone": {**sandbox["tree"]["model"]["backbone"], "name": backbone}}
+    return preset, make_code(sandbox, tmp / "code", name=name, data={"image_size": 64}, model=model, **changes)
+
+
+def offline_env(tmp: Path) -> dict:
+    """kagglehub's cache in tmp, and no network: a download attempt is refused at once."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    return {"KAGGLEHUB_CACHE": str(tmp / "kagglehub"), "HTTPS_PROXY": dead, "https_proxy": dead,
+            "HTTP_PROXY": dead, "http_proxy": dead}
+
+
 @pytest.mark.slow
-def test_two_folds_train_at_once_as_on_two_gpus(sandbox, tmp_path):
-    """GPU T4 x2's job (two folds at once, train_folds.sh --parallel 2) under Kaggle's mount layout of
-    today; the layout before is the TPU job's test, one fold at a time the time-budget test's."""
-    parallel = 2
-    inp = kaggle_input(tmp_path, sandbox, "new")
+def test_two_folds_train_at_once_as_on_two_gpus_with_a_kaggle_model_named_in_the_config(sandbox, tmp_path):
+    """GPU T4 x2's job (two folds at once, train_folds.sh --parallel 2) under Kaggle's mount layout of today,
+    in a Python without lresizervit, its backbone a keras-hub preset attached as a Kaggle Model (beside a decoy
+    of another version) that the config names by its handle: the kernel installs the wheel, makes the
+    attached folder what that name resolves to offline (kagglehub's cache), trains under the config as shipped
+    and leaves no link in the output. The layout before, a preset the config names by the kernel's link, and
+    lresizervit already importable: the TPU job's test; one fold at a time: the time-budget test's."""
+    parallel, name = 2, f"keras_hub:kaggle://{HANDLE}"
+    preset, code = preset_code(sandbox, tmp_path, "kernhub", name)
+    inp = kaggle_input(tmp_path, sandbox, "new", code)
+    mount(inp, "new", "model", preset, HANDLE)
+    mount(inp, "new", "model", preset, HANDLE[:-1] + "1")  # another version of the same model: not this one
     before = snapshot(inp)
     working = tmp_path / "working"
-    proc = run_kernel(tmp_path, job(parallel=parallel), inp, working)
+    the_job = job(experiment="kernhub", parallel=parallel, model_handle=HANDLE)
+    proc = run_kernel(tmp_path, the_job, inp, working, python=python_without_lresizervit(tmp_path),
+                      env=offline_env(tmp_path))
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
-    comp = inp / "competitions" / SLUG
-    assert f"competition: {comp}" in proc.stdout and "lresizervit is importable already" in proc.stdout
+    comp, mounted = inp / "competitions" / SLUG, inp / "models" / HANDLE
+    assert f"competition: {comp}" in proc.stdout and f"preset: {mounted}" in proc.stdout
+    assert "installed lresizervit-0.1.0-py3-none-any.whl" in proc.stdout and "now loads it offline" in proc.stdout
+    assert [p.resolve() for p in (tmp_path / "kagglehub").rglob("2") if p.is_symlink()] == [mounted.resolve()]
     assert f"runtime:\n  python {sys.version.split()[0]}" in proc.stdout and "accelerators: none (CPU)" in log
     assert "result: complete: fold 0 complete, fold 1 complete" in proc.stdout
     status = status_of(working)
     assert status["status"] == "complete" and status["train_folds_exit"] == 0 and status["error"] is None
-    assert status["job"] == job(parallel=parallel) and status["keras_backend"] == "tensorflow"
+    assert status["job"] == the_job and status["keras_backend"] == "tensorflow"
     for k in ("0", "1"):
         fold = status["folds"][k]
         assert (fold["status"], fold["exit_code"], fold["epochs"]) == ("complete", 0, 1), fold
         assert fold["val_rmse"] > 0
     assert status["runtime"]["python"].startswith(sys.version.split()[0]) and "tensorflow" in status["runtime"]
-    assert status["code"] == sandbox["manifest"] and status["inputs"]["competition"] == str(comp)
+    assert status["code"] == json.loads((code / kernel.CODE_MARKER).read_text())
+    assert status["inputs"]["competition"] == str(comp) and status["inputs"]["preset"] == str(mounted)
     assert status["started"] <= status["ended"] and status["seconds"] > 0
     files = assert_small_output(working)
-    assert "models/kern/cv.json" in files and "folds/train_folds.csv" in files
+    assert "models/kernhub/cv.json" in files and "folds/train_folds.csv" in files
+    assert "models/kernhub/fold_0/model.weights.h5" in files and not any("preset" in f for f in files)
     for k in (0, 1):  # trained at once, each fold's output in its own log
-        fold_log = (working / "models" / "kern" / "logs" / f"fold_{k}.log").read_text()
+        fold_log = (working / "models" / "kernhub" / "logs" / f"fold_{k}.log").read_text()
         assert f"fold {k}: val RMSE" in fold_log and f"fold {1 - k}: val RMSE" not in fold_log
     assert not any("/backup/" in f for f in files)
-    saved = yaml.safe_load((working / "models/kern/config.yaml").read_text())
+    saved = yaml.safe_load((working / "models/kernhub/config.yaml").read_text())
     assert saved["data"]["dir"] == str(comp) and saved["train"]["tensorboard"] is False  # no TensorBoard logs
+    assert saved["model"]["backbone"]["name"] == name  # the experiment's config, as shipped
+    spec = json.loads((working / "models/kernhub/fold_0/model.json").read_text())
+    assert spec["written_by"]["keras_hub"] == _hub()
     assert snapshot(inp) == before  # /kaggle/input is read-only on Kaggle
-    predict_ok(working / "models" / "kern", sandbox["data"], tmp_path / "sub.csv")
+    predict_ok(working / "models" / "kernhub", sandbox["data"], tmp_path / "sub.csv")
 
 
 def python_without_lresizervit(tmp: Path) -> Path:
@@ -394,77 +432,41 @@ def python_without_lresizervit(tmp: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("naming", ["name", "link"])
-def test_the_kaggle_model_preset_is_found_and_loads_offline(naming, sandbox, tmp_path):
-    """A keras-hub preset attached as a Kaggle Model (new layout, beside a decoy of another version), in a
-    Python without lresizervit: the kernel installs the wheel, makes the attached folder what the config's
-    preset name resolves to offline (kagglehub's cache), or links it where the config names it, trains
-    under the config as shipped, and leaves no link in the output."""
-    import socket
-
-    from tests.test_keras_hub_backbone import write_tiny_preset
-
+def test_the_tpu_job_trains_on_jax_in_bfloat16_over_all_devices_from_a_linked_kaggle_model(sandbox, tmp_path):
+    """The TPU recipe (Keras on JAX, mixed_bfloat16, DataParallel over every device; two CPU devices stand in
+    for the 8 TPU cores) under the mount layout before (/kaggle/input/<slug>, /kaggle/input/<model>/...), with
+    lresizervit already importable, its backbone a Kaggle Model's keras-hub preset that the config names by the
+    folder the kernel links it to."""
     working = tmp_path / "working"
-    preset = Path(write_tiny_preset("vit", tmp_path / "preset", size=32))
-    name = f"keras_hub:kaggle://{HANDLE}" if naming == "name" else f"keras_hub:{working}/lresizervit/preset"
-    code = make_code(sandbox, tmp_path / "code", name="kernhub",
-                     data={"image_size": 64}, model={"resizer": {**sandbox["tree"]["model"]["resizer"],
-                                                                 "target_size": 32},
-                                                     "backbone": {**sandbox["tree"]["model"]["backbone"], "name": name}})
-    inp = kaggle_input(tmp_path, sandbox, "new", code)
-    mount(inp, "new", "model", preset, HANDLE)
-    mount(inp, "new", "model", preset, HANDLE[:-1] + "1")  # another version of the same model: not this one
-    with socket.socket() as sock:  # no network: a download attempt is refused at once
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    env = {"KAGGLEHUB_CACHE": str(tmp_path / "kagglehub"), "HTTPS_PROXY": dead, "https_proxy": dead,
-           "HTTP_PROXY": dead, "http_proxy": dead}
-    the_job = job(experiment="kernhub", folds=[0], model_handle=HANDLE)
-    proc = run_kernel(tmp_path, the_job, inp, working, python=python_without_lresizervit(tmp_path), env=env)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-5000:]
-    mounted = inp / "models" / HANDLE
-    assert f"preset: {mounted}" in proc.stdout and "installed lresizervit-0.1.0-py3-none-any.whl" in proc.stdout
-    assert ("now loads it offline" in proc.stdout) == (naming == "name")
-    if naming == "name":
-        assert [p.resolve() for p in (tmp_path / "kagglehub").rglob("2") if p.is_symlink()] == [mounted.resolve()]
-    saved = yaml.safe_load((working / "models/kernhub/config.yaml").read_text())
-    assert saved["model"]["backbone"]["name"] == name  # the experiment's config, as shipped
-    status = status_of(working)
-    assert status["status"] == "complete" and status["folds"]["0"]["status"] == "complete"
-    assert status["inputs"]["preset"] == str(mounted)
-    files = assert_small_output(working)
-    assert "models/kernhub/fold_0/model.weights.h5" in files and not any("preset" in f for f in files)
-    spec = json.loads((working / "models/kernhub/fold_0/model.json").read_text())
-    assert spec["written_by"]["keras_hub"] == _hub()
-
-
-@pytest.mark.slow
-def test_the_tpu_job_trains_on_jax_in_bfloat16_over_all_devices(sandbox, tmp_path):
-    """The TPU recipe (Keras on JAX, mixed_bfloat16, DataParallel over every device); two CPU devices stand
-    in for the 8 TPU cores."""
-    code = make_code(sandbox, tmp_path / "code", name="kerntpu",
-                     train={"backend": "jax", "precision": "mixed_bfloat16", "strategy": "auto", "batch_size": 4})
+    name = f"keras_hub:{working}/lresizervit/preset"
+    preset, code = preset_code(sandbox, tmp_path, "kerntpu", name,
+                               train={"backend": "jax", "precision": "mixed_bfloat16", "strategy": "auto",
+                                      "batch_size": 4})
     inp = kaggle_input(tmp_path, sandbox, "old", code)
+    mount(inp, "old", "model", preset, HANDLE)
+    mount(inp, "old", "model", preset, HANDLE[:-1] + "1")
     before = snapshot(inp)
-    working = tmp_path / "working"
-    proc = run_kernel(tmp_path, job(experiment="kerntpu", folds=[0], accelerator="tpu"), inp, working,
-                      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    proc = run_kernel(tmp_path, job(experiment="kerntpu", folds=[0], accelerator="tpu", model_handle=HANDLE), inp,
+                      working, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2", **offline_env(tmp_path)})
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
     assert "warning: the job is for a TPU and none was detected" in proc.stdout
-    # The mount layout before (/kaggle/input/<slug>), found and left as it was.
-    comp = inp / SLUG
+    assert "lresizervit is importable already" in proc.stdout
+    # The mount layout before, found and left as it was; the link, not kagglehub's cache.
+    comp, mounted = inp / SLUG, inp / HANDLE.split("/", 1)[1]
     assert f"competition: {comp}" in proc.stdout and status_of(working)["inputs"]["competition"] == str(comp)
-    assert yaml.safe_load((working / "models/kerntpu/config.yaml").read_text())["data"]["dir"] == str(comp)
+    assert f"preset: {mounted}" in proc.stdout and status_of(working)["inputs"]["preset"] == str(mounted)
+    assert "now loads it offline" not in proc.stdout and not (tmp_path / "kagglehub").exists()
+    saved = yaml.safe_load((working / "models/kerntpu/config.yaml").read_text())
+    assert saved["data"]["dir"] == str(comp) and saved["model"]["backbone"]["name"] == name
     assert snapshot(inp) == before
     assert "KERAS_BACKEND=jax" in proc.stdout
     metrics = json.loads((working / "models/kerntpu/fold_0/metrics.json").read_text())
     assert metrics["backend"] == "jax" and len(metrics["devices"]) == 2 and metrics["global_batch"] == 8
-    saved = yaml.safe_load((working / "models/kerntpu/config.yaml").read_text())
     assert saved["train"]["precision"] == "mixed_bfloat16"
     assert status_of(working)["keras_backend"] == "jax" and status_of(working)["status"] == "complete"
-    assert_small_output(working)
+    files = assert_small_output(working)
+    assert "models/kerntpu/fold_0/model.weights.h5" in files and not any("preset" in f for f in files)
 
 
 @pytest.mark.images
