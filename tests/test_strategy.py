@@ -51,12 +51,41 @@ def test_multi_worker_task_names_the_chief(monkeypatch):
 
 
 # Both scripts run in one process (a TensorFlow import each would cost ~7 s of CPU), this CPU split into 2
-# logical devices first: SYNC_MOMENTS then TWO_REPLICAS, each printing one JSON line.
+# logical devices first: SYNC_MOMENTS then TWO_REPLICAS, each printing one JSON line under its own key.
 LOGICAL_CPUS = r"""
 import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+"""
+
+SYNC_MOMENTS = r"""
+import json
+import numpy as np
+from keras import ops
+from lresizervit.models.resizer import batch_moments
+
+rng = np.random.default_rng(0)
+# The two replicas see different batches (2 images each): their statistics and gradients differ.
+halves = [rng.normal(0.5, 2.0, (3, 9, 7, 4)).astype("float32"), rng.normal(-1.0, 0.5, (2, 9, 7, 4)).astype("float32")]
+u, v = rng.normal(size=(2, 4)).astype("float32"), rng.normal(size=(2, 4)).astype("float32")
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+def run(moments):
+    def step():
+        i = tf.distribute.get_replica_context().replica_id_in_sync_group
+        h = tf.cond(tf.equal(i, 0), lambda: tf.constant(halves[0][1:]), lambda: tf.constant(halves[1]))
+        with tf.GradientTape() as tape:
+            tape.watch(h)
+            mean, var = moments(h)
+            loss = tf.reduce_sum(mean * tf.gather(u, i) + var * tf.gather(v, i))
+        return mean, var, tape.gradient(loss, h)
+    out = strategy.run(tf.function(step))
+    return [[t.numpy().tolist() for t in strategy.experimental_local_results(o)] for o in out]
+
+new = run(lambda h: batch_moments(h, synchronized=True))
+ref = run(lambda h: ops.moments(h, axes=(0, 1, 2), synchronized=True))
+print(json.dumps({"moments": {"new": new, "ref": ref}}))
 """
 
 TWO_REPLICAS = r"""
@@ -87,7 +116,7 @@ def losses(strategy_name, per_replica_lr):
 one = losses("default", 0.002)
 # batch_size is per replica and the learning rate scales with replicas: halve it to compare equal steps.
 two = losses("mirrored", 0.001)
-print(json.dumps({"one": one, "two": two}))
+print(json.dumps({"replicas": {"one": one, "two": two}}))
 """
 
 
@@ -100,8 +129,12 @@ def two_logical_cpus() -> dict:
     proc = subprocess.run([sys.executable, "-c", LOGICAL_CPUS + SYNC_MOMENTS + TWO_REPLICAS, json.dumps(overrides)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    moments, replicas = proc.stdout.strip().splitlines()[-2:]
-    return {"moments": json.loads(moments), "replicas": json.loads(replicas)}
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith('{"moments": ') or line.startswith('{"replicas": '):
+            results.update(json.loads(line))
+    assert set(results) == {"moments", "replicas"}, proc.stdout[-3000:]
+    return results
 
 
 @pytest.mark.slow
@@ -116,36 +149,7 @@ def test_two_replicas_match_one_on_the_same_global_batch(two_logical_cpus):
         assert b == pytest.approx(a, rel=1e-3)
 
 
-SYNC_MOMENTS = r"""
-import json
-import numpy as np
-from keras import ops
-from lresizervit.models.resizer import batch_moments
-
-rng = np.random.default_rng(0)
-# The two replicas see different batches (2 images each): their statistics and gradients differ.
-halves = [rng.normal(0.5, 2.0, (3, 9, 7, 4)).astype("float32"), rng.normal(-1.0, 0.5, (2, 9, 7, 4)).astype("float32")]
-u, v = rng.normal(size=(2, 4)).astype("float32"), rng.normal(size=(2, 4)).astype("float32")
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-
-def run(moments):
-    def step():
-        i = tf.distribute.get_replica_context().replica_id_in_sync_group
-        h = tf.cond(tf.equal(i, 0), lambda: tf.constant(halves[0][1:]), lambda: tf.constant(halves[1]))
-        with tf.GradientTape() as tape:
-            tape.watch(h)
-            mean, var = moments(h)
-            loss = tf.reduce_sum(mean * tf.gather(u, i) + var * tf.gather(v, i))
-        return mean, var, tape.gradient(loss, h)
-    out = strategy.run(tf.function(step))
-    return [[t.numpy().tolist() for t in strategy.experimental_local_results(o)] for o in out]
-
-new = run(lambda h: batch_moments(h, synchronized=True))
-ref = run(lambda h: ops.moments(h, axes=(0, 1, 2), synchronized=True))
-print(json.dumps({"new": new, "ref": ref}))
-"""
-
-
+@pytest.mark.slow
 def test_synchronized_batch_moments_all_reduce_values_and_gradients_as_keras_does(two_logical_cpus):
     """The resizer's batch statistics with their backward pass written out (models/resizer.py
     batch_moments) against Keras's synchronized moments, under 2 replicas that see different images and

@@ -80,9 +80,9 @@ def sandbox(tmp_path_factory) -> dict:
     return {"root": root, "tree": tree, "code": code, "manifest": manifest, "data": root / "data"}
 
 
-def make_code(sandbox: dict, dest: Path, wheel_dirs: tuple = (), **changes) -> Path:
+def make_code(sandbox: dict, dest: Path, wheel_dirs: tuple = (), **changes) -> tuple[Path, dict]:
     """A code dataset for the sandbox's config with `changes` (section -> keys) applied, at `dest`; keras-hub's
-    wheel from `wheel_dirs`, else a stand-in."""
+    wheel from `wheel_dirs`, else a stand-in. Returns `dest` and the manifest written into it."""
     from lresizervit.config import load_config
 
     tree = json.loads(json.dumps(sandbox["tree"]))
@@ -95,8 +95,7 @@ def make_code(sandbox: dict, dest: Path, wheel_dirs: tuple = (), **changes) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(tree))
     wheel_dirs = wheel_dirs or (fake_keras_hub_wheel(dest.parent / "wheels", _hub()).parent,)
-    kernel.write_code_dataset(load_config(path), dest, wheel_dirs=wheel_dirs)
-    return dest
+    return dest, kernel.write_code_dataset(load_config(path), dest, wheel_dirs=wheel_dirs)
 
 
 def _hub() -> str:
@@ -339,15 +338,15 @@ def test_a_missing_input_is_one_error_line_naming_what_to_attach(missing, sandbo
 
 # ------------------------------------------------------------------------------------------------ training
 
-def preset_code(sandbox: dict, tmp: Path, name: str, backbone: str, **changes) -> tuple[Path, Path]:
+def preset_code(sandbox: dict, tmp: Path, name: str, backbone: str, **changes) -> tuple[Path, Path, dict]:
     """A tiny keras-hub ViT preset (at tmp/preset) and a code dataset whose config names it as `backbone`, for
-    64 px photos resized to the preset's 32."""
+    64 px photos resized to the preset's 32: the preset, the code dataset and its manifest."""
     from tests.test_keras_hub_backbone import write_tiny_preset
 
     preset = Path(write_tiny_preset("vit", tmp / "preset", size=32))
     model = {**sandbox["tree"]["model"], "resizer": {**sandbox["tree"]["model"]["resizer"], "target_size": 32},
              "backbone": {**sandbox["tree"]["model"]["backbone"], "name": backbone}}
-    return preset, make_code(sandbox, tmp / "code", name=name, data={"image_size": 64}, model=model, **changes)
+    return (preset, *make_code(sandbox, tmp / "code", name=name, data={"image_size": 64}, model=model, **changes))
 
 
 def offline_env(tmp: Path) -> dict:
@@ -370,7 +369,7 @@ def test_two_folds_train_at_once_as_on_two_gpus_with_a_kaggle_model_named_in_the
     and leaves no link in the output. The layout before, a preset the config names by the kernel's link, and
     lresizervit already importable: the TPU job's test; one fold at a time: the time-budget test's."""
     parallel, name = 2, f"keras_hub:kaggle://{HANDLE}"
-    preset, code = preset_code(sandbox, tmp_path, "kernhub", name)
+    preset, code, manifest = preset_code(sandbox, tmp_path, "kernhub", name)
     inp = kaggle_input(tmp_path, sandbox, "new", code)
     mount(inp, "new", "model", preset, HANDLE)
     mount(inp, "new", "model", preset, HANDLE[:-1] + "1")  # another version of the same model: not this one
@@ -395,7 +394,7 @@ def test_two_folds_train_at_once_as_on_two_gpus_with_a_kaggle_model_named_in_the
         assert (fold["status"], fold["exit_code"], fold["epochs"]) == ("complete", 0, 1), fold
         assert fold["val_rmse"] > 0
     assert status["runtime"]["python"].startswith(sys.version.split()[0]) and "tensorflow" in status["runtime"]
-    assert status["code"] == json.loads((code / kernel.CODE_MARKER).read_text())
+    assert status["code"] == manifest
     assert status["inputs"]["competition"] == str(comp) and status["inputs"]["preset"] == str(mounted)
     assert status["started"] <= status["ended"] and status["seconds"] > 0
     files = assert_small_output(working)
@@ -435,16 +434,17 @@ def python_without_lresizervit(tmp: Path) -> Path:
 def test_the_tpu_job_trains_on_jax_in_bfloat16_over_all_devices_from_a_linked_kaggle_model(sandbox, tmp_path):
     """The TPU recipe (Keras on JAX, mixed_bfloat16, DataParallel over every device; two CPU devices stand in
     for the 8 TPU cores) under the mount layout before (/kaggle/input/<slug>, /kaggle/input/<model>/...), with
-    lresizervit already importable, its backbone a Kaggle Model's keras-hub preset that the config names by the
-    folder the kernel links it to."""
+    lresizervit already importable, its backbone a Kaggle Model's keras-hub preset (beside a decoy of another
+    version) that the config names by the folder the kernel links it to. (The native backbone on JAX in
+    mixed_bfloat16 over 2 devices: the kernel in Kaggle's TPU image, `make test-images`.)"""
     working = tmp_path / "working"
     name = f"keras_hub:{working}/lresizervit/preset"
-    preset, code = preset_code(sandbox, tmp_path, "kerntpu", name,
+    preset, code, _ = preset_code(sandbox, tmp_path, "kerntpu", name,
                                train={"backend": "jax", "precision": "mixed_bfloat16", "strategy": "auto",
                                       "batch_size": 4})
     inp = kaggle_input(tmp_path, sandbox, "old", code)
     mount(inp, "old", "model", preset, HANDLE)
-    mount(inp, "old", "model", preset, HANDLE[:-1] + "1")
+    mount(inp, "old", "model", preset, HANDLE[:-1] + "1")  # another version of the same model: not this one
     before = snapshot(inp)
     proc = run_kernel(tmp_path, job(experiment="kerntpu", folds=[0], accelerator="tpu", model_handle=HANDLE), inp,
                       working, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2", **offline_env(tmp_path)})
@@ -467,6 +467,8 @@ def test_the_tpu_job_trains_on_jax_in_bfloat16_over_all_devices_from_a_linked_ka
     assert status_of(working)["keras_backend"] == "jax" and status_of(working)["status"] == "complete"
     files = assert_small_output(working)
     assert "models/kerntpu/fold_0/model.weights.h5" in files and not any("preset" in f for f in files)
+    spec = json.loads((working / "models/kerntpu/fold_0/model.json").read_text())
+    assert spec["written_by"]["keras_hub"] == _hub() and spec["written_by"]["backend"] == "jax"
 
 
 @pytest.mark.images
@@ -496,13 +498,13 @@ def _train_in(image, sandbox, tmp_path):
         model = {**sandbox["tree"]["model"], "resizer": {**sandbox["tree"]["model"]["resizer"], "target_size": 32},
                  "backbone": {**sandbox["tree"]["model"]["backbone"],
                               "name": f"keras_hub:kaggle://{HANDLE}"}}  # resolved through kagglehub's cache
-        code = make_code(sandbox, tmp_path / "code", (WHEELS,), name="kernimg", data={"image_size": 64}, model=model,
-                         train={"backend": "tensorflow"})
+        code, _ = make_code(sandbox, tmp_path / "code", (WHEELS,), name="kernimg", data={"image_size": 64},
+                            model=model, train={"backend": "tensorflow"})
         the_job = job(experiment="kernimg", folds=[0, 1], model_handle=HANDLE)
         env["KAGGLEHUB_CACHE"] = str(tmp_path / "kagglehub")
     else:
-        code = make_code(sandbox, tmp_path / "code", (WHEELS,), name="kernimg",
-                         train={"backend": "jax", "precision": "mixed_bfloat16", "batch_size": 4})
+        code, _ = make_code(sandbox, tmp_path / "code", (WHEELS,), name="kernimg",
+                            train={"backend": "jax", "precision": "mixed_bfloat16", "batch_size": 4})
         the_job = job(experiment="kernimg", folds=[0, 1], accelerator="tpu")
         env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     inp = kaggle_input(tmp_path, sandbox, "new", code)
