@@ -4,8 +4,6 @@ Pawpularity defaults behave as before, and a data set of another task trains and
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from lresizervit.models.regressor import build_regressor, metadata_stats
 from lresizervit.task import PAWPULARITY, Task
 from tests.conftest import copy_experiment
 from tests.facts import TASK
+from tests.test_end_to_end import run
 from tests.test_models import tiny_model_config
 from tests.tiny import shrink_model
 
@@ -179,13 +178,6 @@ def test_an_experiment_saved_before_the_task_section_means_pawpularity(tiny_expe
     assert "already trained" in capsys.readouterr().out
 
 
-def _run(args):
-    env = {**os.environ, "PYTHON": sys.executable, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
 @pytest.mark.slow
 def test_another_task_trains_and_predicts_a_valid_submission(tmp_path, capsys):
     """Other column names, a real-valued target in [0, 10], non-binary metadata and another image layout,
@@ -204,9 +196,9 @@ def test_another_task_trains_and_predicts_a_valid_submission(tmp_path, capsys):
     cfg = tmp_path / "task.yaml"
     cfg.write_text(yaml.safe_dump(tree))
     py = sys.executable
-    _run([py, "-m", "lresizervit", "synth", "--out", str(tmp_path / "data"), "--train", "30", "--test", "6",
-          "--min-side", "40", "--max-side", "48", "--max-long-side", "64", "--config", str(cfg)])
-    assert _run([py, "-m", "lresizervit", "check-data", str(cfg)]).startswith(str(tmp_path / "data"))
+    run([py, "-m", "lresizervit", "synth", "--out", str(tmp_path / "data"), "--train", "30", "--test", "6",
+         "--min-side", "40", "--max-side", "48", "--max-long-side", "64", "--config", str(cfg)], ROOT)
+    assert run([py, "-m", "lresizervit", "check-data", str(cfg)], ROOT).stdout.startswith(str(tmp_path / "data"))
     assert main(["folds", str(cfg)]) == 0
     for k in (0, 1):
         assert main(["train", str(cfg), "--fold", str(k)]) == 0
@@ -231,5 +223,5 @@ def test_another_task_trains_and_predicts_a_valid_submission(tmp_path, capsys):
     test = pd.read_csv(tmp_path / "data" / "test.csv", dtype={"image_id": str})
     assert list(sub.columns) == ["image_id", "score"] and sub["image_id"].tolist() == test["image_id"].tolist()
     assert sub["score"].between(0, 10).all() and sub["score"].nunique() > 1
-    _run([py, "-m", "lresizervit", "validate", str(tmp_path / "submissions" / "task_example.csv"), "--config",
-          str(cfg)])
+    run([py, "-m", "lresizervit", "validate", str(tmp_path / "submissions" / "task_example.csv"), "--config",
+         str(cfg)], ROOT)
